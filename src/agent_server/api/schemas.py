@@ -1,0 +1,175 @@
+"""Request and response bodies of the HTTP API (the contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_MESSAGE_CHARS = 32_000
+MAX_TOOLS_PER_REQUEST = 16
+
+
+class _Strict(BaseModel):
+    """Unknown fields are an error: a typo like `use_tool` must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatRequest(_Strict):
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    session_id: str | None = Field(default=None, min_length=1, max_length=64)
+    use_tools: bool = True
+    tools: list[str] | None = Field(
+        default=None,
+        max_length=MAX_TOOLS_PER_REQUEST,
+        description="Restrict the run to these tools (default: all).",
+    )
+    model: str | None = Field(
+        default=None, max_length=200, description="Preferred model; must be a configured one."
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    max_tokens: int = Field(default=1000, ge=1, le=4000)
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("message must not be blank")
+        return value
+
+
+class Fallback(BaseModel):
+    model: str
+    reason: str
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatResponse(BaseModel):
+    session_id: str
+    turn_id: str
+    response: str
+    tools_used: list[str]
+    model_used: str | None
+    fallbacks: list[Fallback]
+    usage: Usage
+    cost_usd: float
+    latency_ms: int
+    degraded: bool
+
+
+class SessionCreate(_Strict):
+    title: str | None = Field(default=None, max_length=200)
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    title: str | None = None
+    created_at: datetime
+    last_active_at: datetime
+    expires_at: datetime
+    turn_count: int = 0
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+    limit: int
+    offset: int
+
+
+class TurnOut(BaseModel):
+    turn_id: str
+    user_message: str
+    response: str
+    tools_used: list[str]
+    model_used: str | None
+    fallbacks: list[Fallback]
+    usage: Usage
+    cost_usd: float
+    latency_ms: int
+    degraded: bool
+    created_at: datetime | None
+
+
+class HistoryOut(BaseModel):
+    session_id: str
+    title: str | None
+    created_at: datetime
+    expires_at: datetime
+    turns: list[TurnOut]
+    limit: int
+    offset: int
+
+
+class ToolOut(BaseModel):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class ToolList(BaseModel):
+    tools: list[ToolOut]
+
+
+class ModelOut(BaseModel):
+    id: str
+    supports_tools: bool
+    context_window: int
+    input_price_per_mtok: float
+    output_price_per_mtok: float
+    default: bool
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+    offline_only: bool
+
+
+class DocumentCreate(_Strict):
+    title: str = Field(min_length=1, max_length=200)
+    content: str = Field(min_length=1, max_length=1_000_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    title: str
+    metadata: dict[str, Any]
+    created_at: datetime | None
+    chars: int
+
+
+class DocumentDetail(DocumentOut):
+    content: str
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+    limit: int
+    offset: int
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = None
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]

@@ -1,0 +1,109 @@
+"""The one place that reads the environment.
+
+Every tunable lives on `Settings`; everything else receives a `Settings` (or
+values taken from it) as an argument. Keeping env access in one class means a
+test can build any configuration without touching `os.environ`, and `.env.example`
+can be checked against this class field by field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODELS = (
+    "deepseek/deepseek-chat-v3-0324:free",
+    "google/gemini-2.0-flash-exp:free",
+    "qwen/qwen3-235b-a22b-07-25:free",
+)
+OFFLINE_MODEL_ID = "offline"
+# Owner of everything when no API keys are configured (loopback-only dev mode).
+LOCAL_PRINCIPAL = "local"
+
+
+def _split_csv(value: object) -> object:
+    """Accept `a,b,c` from the environment as well as a real list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Names match DESIGN.md's table; they are a contract."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- serving -------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "info"
+
+    # --- upstream models -----------------------------------------------------
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    agent_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+    model_timeout_seconds: float = Field(60.0, gt=0)
+
+    # --- state and data ------------------------------------------------------
+    redis_url: str | None = None
+    database_url: str = "sqlite+aiosqlite:///./data/agent.db"
+    checkpoint_db_path: Path = Path("./data/checkpoints.db")
+    knowledge_db_path: Path = Path("./data/knowledge.db")
+    session_ttl_seconds: int = Field(3600, ge=1)
+    history_window: int = Field(20, ge=1)
+
+    # --- agent loop ----------------------------------------------------------
+    system_prompt: str = (
+        "You are a helpful assistant. Use the tools when they help: the calculator for "
+        "arithmetic, weather for current conditions, search for the user's documents. "
+        "Answer concisely and state tool results plainly."
+    )
+    max_tool_rounds: int = Field(6, ge=1, le=50)
+    tool_timeout_seconds: float = Field(10.0, gt=0)
+
+    # --- tools ---------------------------------------------------------------
+    weather_geocoding_url: str = "https://geocoding-api.open-meteo.com/v1/search"
+    weather_forecast_url: str = "https://api.open-meteo.com/v1/forecast"
+    weather_timeout_seconds: float = Field(5.0, gt=0)
+    weather_cache_seconds: float = Field(300.0, ge=0)
+    search_top_k: int = Field(5, ge=1, le=50)
+
+    # --- HTTP ----------------------------------------------------------------
+    agent_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit_per_minute: int = Field(60, ge=1)
+    sse_ping_seconds: float = Field(15.0, gt=0)
+
+    @field_validator("agent_models", "agent_api_keys", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("agent_models")
+    @classmethod
+    def _non_empty_models(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("AGENT_MODELS must name at least one model")
+        return value
+
+    @property
+    def offline_only(self) -> bool:
+        """No upstream key: every turn is answered by the built-in offline model."""
+        return self.openrouter_api_key is None or not self.openrouter_api_key.get_secret_value()
+
+    @property
+    def database_is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_data_dirs(self) -> None:
+        """Create the folders that embedded stores write into (`./data` by default)."""
+        for path in (self.checkpoint_db_path, self.knowledge_db_path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if self.database_is_sqlite:
+            _, _, file_part = self.database_url.partition(":///")
+            if file_part and file_part != ":memory:":
+                Path(file_part).parent.mkdir(parents=True, exist_ok=True)

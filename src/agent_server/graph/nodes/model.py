@@ -1,0 +1,60 @@
+"""The model node: one call of the fallback chain with the run's tools bound."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langchain_core.messages import AIMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from agent_server.graph.state import AgentDeps, AgentState, RunOptions, Usage
+from agent_server.graph.trim import select_context
+
+
+def step_limit_message(rounds: int) -> AIMessage:
+    return AIMessage(
+        content=(
+            f"I stopped after {rounds} rounds of tool calls without reaching an answer. "
+            "Please narrow the question or ask for one thing at a time."
+        )
+    )
+
+
+async def call_model(
+    state: AgentState, runtime: Runtime[RunOptions], *, deps: AgentDeps
+) -> dict[str, Any]:
+    options = runtime.context or RunOptions()
+    started = state.get("turn_started_at") or time.time()
+    rounds = state.get("tool_rounds", 0)
+    if rounds >= deps.settings.max_tool_rounds:
+        return {"messages": [step_limit_message(rounds)], "turn_started_at": started}
+
+    tools = deps.tools.select(options.tools) if options.use_tools else []
+    context = [
+        SystemMessage(content=deps.settings.system_prompt),
+        *select_context(state.get("messages", []), deps.settings.history_window),
+    ]
+    call = await deps.models.ainvoke(
+        context,
+        tools=tools,
+        preferred=options.model,
+        temperature=options.temperature,
+        max_tokens=options.max_tokens,
+        emit=runtime.stream_writer,
+    )
+    usage = state.get("usage") or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    new_usage: Usage = {
+        "input_tokens": usage["input_tokens"] + call.input_tokens,
+        "output_tokens": usage["output_tokens"] + call.output_tokens,
+        "total_tokens": usage["total_tokens"] + call.input_tokens + call.output_tokens,
+    }
+    return {
+        "messages": [call.message],
+        "turn_started_at": started,
+        "model_used": call.model_used,
+        "fallbacks": [*state.get("fallbacks", []), *call.fallbacks],
+        "usage": new_usage,
+        "cost_usd": state.get("cost_usd", 0.0) + call.cost_usd,
+        "degraded": state.get("degraded", False) or call.degraded,
+    }

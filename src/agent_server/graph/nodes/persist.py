@@ -1,0 +1,81 @@
+"""The persist node: writes the turn to the SQL transcript, exactly once.
+
+The turn id is the id of the turn's HumanMessage (set by the API from its run
+id), and the repository inserts with ON CONFLICT DO NOTHING on it, so a retried
+or resumed run cannot write the same turn twice. It also closes the turn: the
+summary goes to `last_turn` and the accumulators are reset.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+
+from agent_server.graph.state import (
+    AgentDeps,
+    AgentState,
+    RunOptions,
+    TurnSummary,
+    turn_reset,
+    zero_usage,
+)
+from agent_server.persistence.repository import TurnRecord
+
+
+def message_text(message: Any) -> str:
+    """Text of a message whose content may be a string or a list of blocks."""
+    content = getattr(message, "content", message)
+    if isinstance(content, str):
+        return content
+    return "".join(
+        block if isinstance(block, str) else str(block.get("text", ""))
+        for block in content
+        if isinstance(block, str) or block.get("type") == "text"
+    )
+
+
+async def persist_turn(
+    state: AgentState, config: RunnableConfig, runtime: Runtime[RunOptions], *, deps: AgentDeps
+) -> dict[str, Any]:
+    options = runtime.context or RunOptions()
+    messages = state.get("messages", [])
+    human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+    answer = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    turn_id = (human.id if human else None) or str(uuid.uuid4())
+    started = state.get("turn_started_at") or time.time()
+    usage = state.get("usage") or zero_usage()
+    summary: TurnSummary = {
+        "turn_id": turn_id,
+        "response": message_text(answer) if answer else "",
+        "tools_used": list(state.get("tools_used", [])),
+        "model_used": state.get("model_used"),
+        "fallbacks": list(state.get("fallbacks", [])),
+        "usage": usage,
+        "cost_usd": round(state.get("cost_usd", 0.0), 8),
+        "latency_ms": int((time.time() - started) * 1000),
+        "degraded": bool(state.get("degraded", False)),
+    }
+    session_id = str((config.get("configurable") or {}).get("thread_id") or turn_id)
+    await deps.transcript.record_turn(
+        TurnRecord(
+            turn_id=turn_id,
+            session_id=session_id,
+            user_message=message_text(human) if human else "",
+            assistant_message=summary["response"],
+            tools_used=summary["tools_used"],
+            model_used=summary["model_used"],
+            input_tokens=usage["input_tokens"],
+            output_tokens=usage["output_tokens"],
+            cost_usd=summary["cost_usd"],
+            latency_ms=summary["latency_ms"],
+            fallbacks=summary["fallbacks"],
+            degraded=summary["degraded"],
+        ),
+        owner=options.principal,
+    )
+    return {**turn_reset(), "last_turn": summary}

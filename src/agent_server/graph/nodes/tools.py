@@ -1,0 +1,92 @@
+"""The tools node: runs every tool call of one model turn, concurrently.
+
+A tool never kills the run: unknown names, tools not allowed for this run,
+malformed arguments, exceptions and timeouts all become an error ToolMessage
+the model can read and explain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langgraph.runtime import Runtime
+from pydantic import ValidationError
+
+from agent_server.graph.state import AgentDeps, AgentState, RunOptions
+
+MAX_RESULT_CHARS = 16_000
+"""Cap on what one tool result adds to the context window."""
+
+
+def _content(result: Any) -> str:
+    text = result if isinstance(result, str) else json.dumps(result, default=str)
+    return text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…[truncated]"
+
+
+def _failed(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("success") is False
+
+
+async def _run_one(
+    call: ToolCall, options: RunOptions, deps: AgentDeps, emit: Any
+) -> ToolMessage:
+    name, call_id = call["name"], call["id"] or ""
+    emit({"event": "tool_start", "id": call_id, "name": name, "args": call["args"]})
+    started = time.perf_counter()
+    allowed = options.use_tools and (options.tools is None or name in options.tools)
+    tool = deps.tools.get(name) if allowed else None
+    status = "success"
+    if tool is None:
+        status, content = "error", f"Error: tool {name!r} is not available."
+    else:
+        try:
+            result = await asyncio.wait_for(
+                tool.ainvoke(call["args"], {"configurable": {"principal": options.principal}}),
+                timeout=deps.settings.tool_timeout_seconds,
+            )
+            content = _content(result)
+            status = "error" if _failed(result) else "success"
+        except TimeoutError:
+            status = "error"
+            content = f"Error: tool {name!r} timed out after {deps.settings.tool_timeout_seconds:g}s."
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()
+            )
+            status, content = "error", f"Error: invalid arguments for {name!r}: {problems}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            status, content = "error", f"Error: tool {name!r} failed: {type(exc).__name__}: {exc}"
+    emit(
+        {
+            "event": "tool_end",
+            "id": call_id,
+            "name": name,
+            "status": status,
+            "output": content,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+    )
+    return ToolMessage(content=content, tool_call_id=call_id, name=name, status=status)
+
+
+async def run_tools(
+    state: AgentState, runtime: Runtime[RunOptions], *, deps: AgentDeps
+) -> dict[str, Any]:
+    options = runtime.context or RunOptions()
+    last = state["messages"][-1]
+    calls = last.tool_calls if isinstance(last, AIMessage) else []
+    results = await asyncio.gather(
+        *(_run_one(call, options, deps, runtime.stream_writer) for call in calls)
+    )
+    used = list(dict.fromkeys([*state.get("tools_used", []), *(c["name"] for c in calls)]))
+    return {
+        "messages": list(results),
+        "tools_used": used,
+        "tool_rounds": state.get("tool_rounds", 0) + 1,
+    }

@@ -1,0 +1,107 @@
+"""Graph state, per-run options, and the dependencies the nodes need.
+
+State holds the conversation (`messages`, merged by `add_messages`) plus
+turn-scoped accumulators (tools used, usage, cost, fallbacks). The accumulators
+are reset at the start of every turn by the input (`new_turn`) and again by the
+persist node when it closes a turn, so a turn started from Studio with only
+`messages` sees clean counters too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AnyMessage, HumanMessage
+from langgraph.graph.message import add_messages
+
+from agent_server.config import LOCAL_PRINCIPAL, Settings
+from agent_server.llm.fallback import ModelChain
+from agent_server.persistence.repository import TranscriptRepository
+from agent_server.tools.registry import ToolRegistry
+
+
+class Usage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class TurnSummary(TypedDict):
+    """The response object of a completed turn, as the API returns it."""
+
+    turn_id: str
+    response: str
+    tools_used: list[str]
+    model_used: str | None
+    fallbacks: list[dict[str, Any]]
+    usage: Usage
+    cost_usd: float
+    latency_ms: int
+    degraded: bool
+
+
+class AgentState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    # --- turn-scoped accumulators (reset per turn) ---
+    turn_started_at: float | None
+    tool_rounds: int
+    tools_used: list[str]
+    model_used: str | None
+    fallbacks: list[dict[str, Any]]
+    usage: Usage
+    cost_usd: float
+    degraded: bool
+    # --- result of the last completed turn ---
+    last_turn: TurnSummary | None
+
+
+def zero_usage() -> Usage:
+    return {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+
+
+def turn_reset() -> dict[str, Any]:
+    """The accumulator values every turn starts from."""
+    return {
+        "turn_started_at": None,
+        "tool_rounds": 0,
+        "tools_used": [],
+        "model_used": None,
+        "fallbacks": [],
+        "usage": zero_usage(),
+        "cost_usd": 0.0,
+        "degraded": False,
+    }
+
+
+def new_turn(message: str, turn_id: str) -> dict[str, Any]:
+    """Graph input for one user message. The message id *is* the turn id, which
+    is what makes the persist node idempotent across retries and resumes."""
+    return {
+        "messages": [HumanMessage(content=message, id=turn_id)],
+        **turn_reset(),
+        "turn_started_at": time.time(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Per-run choices (LangGraph runtime context). Defaults make Studio runs work."""
+
+    principal: str = LOCAL_PRINCIPAL
+    use_tools: bool = True
+    tools: tuple[str, ...] | None = None
+    model: str | None = None
+    temperature: float = 0.7
+    max_tokens: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDeps:
+    """Long-lived objects the nodes use, built once by the app (or graphs/agent.py)."""
+
+    settings: Settings
+    models: ModelChain
+    tools: ToolRegistry
+    transcript: TranscriptRepository

@@ -1,0 +1,65 @@
+"""Turns `Settings` into the long-lived objects the graph and the API share.
+
+The app lifespan and `graphs/agent.py` (LangGraph Studio) both build them here,
+so the two entry points cannot drift apart. Construction does no I/O; schemas
+are created by `prepare()` (or lazily on first use).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agent_server.config import Settings
+from agent_server.graph.state import AgentDeps
+from agent_server.llm import build_model_chain
+from agent_server.persistence.db import create_engine
+from agent_server.persistence.documents import DocumentStore
+from agent_server.persistence.repository import TranscriptRepository
+from agent_server.tools import build_tool_registry
+
+HTTP_USER_AGENT = "agent-server/0.1 (+https://github.com/agent-server)"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    knowledge_engine: AsyncEngine
+    http: httpx.AsyncClient
+    transcript: TranscriptRepository
+    documents: DocumentStore
+    deps: AgentDeps
+
+    async def prepare(self) -> None:
+        await self.transcript.create_schema()
+        await self.documents.create_schema()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        if self.knowledge_engine is not self.engine:
+            await self.knowledge_engine.dispose()
+        await self.engine.dispose()
+
+
+def build_resources(settings: Settings) -> Resources:
+    settings.ensure_data_dirs()
+    engine = create_engine(settings.database_url)
+    # FTS5 is SQLite's: share the transcript's file when it is SQLite, else use our own.
+    knowledge_engine = (
+        engine
+        if settings.database_is_sqlite
+        else create_engine(f"sqlite+aiosqlite:///{settings.knowledge_db_path}")
+    )
+    http = httpx.AsyncClient(headers={"User-Agent": HTTP_USER_AGENT}, follow_redirects=True)
+    transcript = TranscriptRepository(engine)
+    documents = DocumentStore(knowledge_engine)
+    deps = AgentDeps(
+        settings=settings,
+        models=build_model_chain(settings),
+        tools=build_tool_registry(settings, http_client=http, documents=documents),
+        transcript=transcript,
+    )
+    return Resources(settings, engine, knowledge_engine, http, transcript, documents, deps)
