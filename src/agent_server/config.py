@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     # --- upstream models -----------------------------------------------------
     openrouter_api_key: SecretStr | None = None
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
-    agent_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+    agent_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_MODELS)
+    )
     model_timeout_seconds: float = Field(60.0, gt=0)
 
     # --- state and data ------------------------------------------------------

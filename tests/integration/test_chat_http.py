@@ -71,7 +71,9 @@ async def test_history_holds_turns_with_tools_model_and_tokens(client: httpx.Asy
     assert {"session_id", "created_at", "expires_at"} <= session.keys()
     sid = session["session_id"]
 
-    first = await client.post("/api/chat/message", json={"message": "Calculate 10 * 20", "session_id": sid})
+    first = await client.post(
+        "/api/chat/message", json={"message": "Calculate 10 * 20", "session_id": sid}
+    )
     second = await client.post("/api/chat/message", json={"message": "hello", "session_id": sid})
     assert first.status_code == second.status_code == 200
 
@@ -98,7 +100,9 @@ async def test_context_carries_across_turns_of_a_session(client: httpx.AsyncClie
     """The second turn sees the first: the checkpoint holds the whole thread."""
     sid = (await client.post("/api/chat/session")).json()["session_id"]
     await client.post("/api/chat/message", json={"message": "Calculate 2 + 2", "session_id": sid})
-    r = await client.post("/api/chat/message", json={"message": "Calculate 3 * 3", "session_id": sid})
+    r = await client.post(
+        "/api/chat/message", json={"message": "Calculate 3 * 3", "session_id": sid}
+    )
     assert r.json()["response"] == "3 * 3 = 9"
     assert r.json()["usage"]["input_tokens"] > 0
 
@@ -162,7 +166,9 @@ async def test_bad_input_gets_json_error(
 
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     r = await client.post(
-        "/api/chat/message", content=b'{"message": "hi",', headers={"content-type": "application/json"}
+        "/api/chat/message",
+        content=b'{"message": "hi",',
+        headers={"content-type": "application/json"},
     )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "malformed_json"
@@ -203,18 +209,20 @@ async def test_concurrent_messages_on_one_session_get_409(
 ) -> None:
     sid = (await client.post("/api/chat/session")).json()["session_id"]
     # Hold the session's lock with an open stream, then send a second message.
-    async with httpx.AsyncClient(base_url=live_url, timeout=30) as other:
-        async with aconnect_sse(
-            client, "POST", "/api/chat/message/stream", json={"message": "Calculate 1+1", "session_id": sid}
-        ) as source:
-            events = source.aiter_sse()
-            first = await anext(events)
-            assert first.event == "metadata"
-            busy = await other.post("/api/chat/message", json={"message": "hi", "session_id": sid})
-            assert busy.status_code == 409
-            assert busy.json()["error"]["code"] == "session_busy"
-            rest = [event.event async for event in events]
-            assert rest[-1] == "done"
+    async with httpx.AsyncClient(base_url=live_url, timeout=30) as other, aconnect_sse(
+        client,
+        "POST",
+        "/api/chat/message/stream",
+        json={"message": "Calculate 1+1", "session_id": sid},
+    ) as source:
+        events = source.aiter_sse()
+        first = await anext(events)
+        assert first.event == "metadata"
+        busy = await other.post("/api/chat/message", json={"message": "hi", "session_id": sid})
+        assert busy.status_code == 409
+        assert busy.json()["error"]["code"] == "session_busy"
+        rest = [event.event async for event in events]
+        assert rest[-1] == "done"
     # Released after the stream ended.
     again = await client.post("/api/chat/message", json={"message": "hi", "session_id": sid})
     assert again.status_code == 200
@@ -240,7 +248,9 @@ async def test_client_disconnect_mid_stream_releases_lock_and_writes_no_turn(
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 sid = (await client.post("/api/chat/session")).json()["session_id"]
                 body = {"message": "weather in Seoul", "session_id": sid}
-                async with aconnect_sse(client, "POST", "/api/chat/message/stream", json=body) as source:
+                async with aconnect_sse(
+                    client, "POST", "/api/chat/message/stream", json=body
+                ) as source:
                     seen = []
                     async for event in source.aiter_sse():
                         seen.append(event.event)

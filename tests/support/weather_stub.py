@@ -61,13 +61,13 @@ class WeatherStub:
             self.calls.append("forecast:" + request.query_params.get("latitude", ""))
             return JSONResponse({"current": CURRENT})
 
-        return Starlette(
-            routes=[Route("/v1/search", search), Route("/v1/forecast", forecast)]
-        )
+        return Starlette(routes=[Route("/v1/search", search), Route("/v1/forecast", forecast)])
 
 
 @contextmanager
-def weather_stub(*, delay_seconds: float = 0.0, fail_status: int | None = None) -> Iterator[WeatherStub]:
+def weather_stub(
+    *, delay_seconds: float = 0.0, fail_status: int | None = None
+) -> Iterator[WeatherStub]:
     stub = WeatherStub(delay_seconds=delay_seconds, fail_status=fail_status)
     with serve_in_thread(stub.app()) as url:
         stub.base_url = url

@@ -64,8 +64,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     if any(e["type"] == "json_invalid" for e in errors):
         return error_response(400, "malformed_json", "request body is not valid JSON")
     summary = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
-        for e in errors
+        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors
     )
     return error_response(422, "validation_error", summary or "invalid request", details=errors)
 

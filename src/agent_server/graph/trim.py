@@ -40,9 +40,7 @@ def select_context(messages: Sequence[BaseMessage], window: int) -> list[BaseMes
     """The current turn (from the last human message on) plus up to `window`
     messages in all, starting at a message that does not depend on an earlier one."""
     messages = repair(messages)
-    last_human = max(
-        (i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0
-    )
+    last_human = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
     current = messages[last_human:]
     budget = max(window - len(current), 0)
     history = messages[:last_human][-budget:] if budget else []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Body, Query, Response, status
 
 from agent_server.api.deps import Principal, Service
@@ -53,7 +55,9 @@ def turn_out(turn: TurnRecord) -> TurnOut:
 
 @router.post("/session", status_code=status.HTTP_201_CREATED, response_model=SessionOut)
 async def create_session(
-    service: Service, principal: Principal, body: SessionCreate | None = Body(default=None)
+    service: Service,
+    principal: Principal,
+    body: Annotated[SessionCreate | None, Body()] = None,
 ) -> SessionOut:
     session = await service.create_session(principal, body.title if body else None)
     return session_out(service, session)

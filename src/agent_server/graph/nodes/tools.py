@@ -31,9 +31,7 @@ def _failed(result: Any) -> bool:
     return isinstance(result, dict) and result.get("success") is False
 
 
-async def _run_one(
-    call: ToolCall, options: RunOptions, deps: AgentDeps, emit: Any
-) -> ToolMessage:
+async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: Any) -> ToolMessage:
     name, call_id = call["name"], call["id"] or ""
     emit({"event": "tool_start", "id": call_id, "name": name, "args": call["args"]})
     started = time.perf_counter()
@@ -52,7 +50,9 @@ async def _run_one(
             status = "error" if _failed(result) else "success"
         except TimeoutError:
             status = "error"
-            content = f"Error: tool {name!r} timed out after {deps.settings.tool_timeout_seconds:g}s."
+            content = (
+                f"Error: tool {name!r} timed out after {deps.settings.tool_timeout_seconds:g}s."
+            )
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()
