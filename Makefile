@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format studio bench clean
+.PHONY: install run test lint format studio clean
 
 # Re-install only when the project's dependency list changes.
 $(STAMP): pyproject.toml
