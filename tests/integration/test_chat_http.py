@@ -209,12 +209,15 @@ async def test_concurrent_messages_on_one_session_get_409(
 ) -> None:
     sid = (await client.post("/api/chat/session")).json()["session_id"]
     # Hold the session's lock with an open stream, then send a second message.
-    async with httpx.AsyncClient(base_url=live_url, timeout=30) as other, aconnect_sse(
-        client,
-        "POST",
-        "/api/chat/message/stream",
-        json={"message": "Calculate 1+1", "session_id": sid},
-    ) as source:
+    async with (
+        httpx.AsyncClient(base_url=live_url, timeout=30) as other,
+        aconnect_sse(
+            client,
+            "POST",
+            "/api/chat/message/stream",
+            json={"message": "Calculate 1+1", "session_id": sid},
+        ) as source,
+    ):
         events = source.aiter_sse()
         first = await anext(events)
         assert first.event == "metadata"

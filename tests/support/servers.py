@@ -23,7 +23,13 @@ def serve_in_thread(app: Any, *, startup_timeout: float = 20.0) -> Iterator[str]
     """Run `app` under uvicorn on 127.0.0.1 and yield its base URL; stop it after."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

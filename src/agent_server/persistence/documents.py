@@ -206,8 +206,10 @@ class DocumentStore:
                 )
             ).all()
         # bm25() is "lower is better" and negative; flip it so callers see higher = better.
+        # Round to significant digits, not decimals: in a small corpus FTS5 clamps
+        # IDF to 1e-6 and fixed decimals would flatten every score to 0.
         return [
-            SearchHit(document_id=r[0], title=r[1], snippet=r[2], score=round(-float(r[3]), 4))
+            SearchHit(document_id=r[0], title=r[1], snippet=r[2], score=float(f"{-r[3]:.6g}"))
             for r in rows
         ]
 

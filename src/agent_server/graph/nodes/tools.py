@@ -27,6 +27,12 @@ def _content(result: Any) -> str:
     return text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…[truncated]"
 
 
+def _runnable(name: str, options: RunOptions, deps: AgentDeps) -> bool:
+    """The tool exists and this run allows it."""
+    allowed = options.use_tools and (options.tools is None or name in options.tools)
+    return allowed and deps.tools.get(name) is not None
+
+
 def _failed(result: Any) -> bool:
     return isinstance(result, dict) and result.get("success") is False
 
@@ -35,8 +41,7 @@ async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: A
     name, call_id = call["name"], call["id"] or ""
     emit({"event": "tool_start", "id": call_id, "name": name, "args": call["args"]})
     started = time.perf_counter()
-    allowed = options.use_tools and (options.tools is None or name in options.tools)
-    tool = deps.tools.get(name) if allowed else None
+    tool = deps.tools.get(name) if _runnable(name, options, deps) else None
     status = "success"
     if tool is None:
         status, content = "error", f"Error: tool {name!r} is not available."
@@ -84,7 +89,9 @@ async def run_tools(
     results = await asyncio.gather(
         *(_run_one(call, options, deps, runtime.stream_writer) for call in calls)
     )
-    used = list(dict.fromkeys([*state.get("tools_used", []), *(c["name"] for c in calls)]))
+    # Only tools that actually ran count as used: unknown or refused names do not.
+    ran = [call["name"] for call in calls if _runnable(call["name"], options, deps)]
+    used = list(dict.fromkeys([*state.get("tools_used", []), *ran]))
     return {
         "messages": list(results),
         "tools_used": used,
