@@ -9,7 +9,7 @@ can be checked against this class field by field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,9 +50,26 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_MODELS)
     )
     model_timeout_seconds: float = Field(60.0, gt=0)
+    """Timeout of one upstream attempt (also the stall timeout between streamed chunks)."""
+    turn_deadline_seconds: float = Field(120.0, gt=0)
+    """Everything one turn may spend on model calls, across fallbacks and tool rounds."""
+    cooldown_seconds: float = Field(30.0, ge=0)
+    """How long a rate-limited model is skipped when the provider sends no Retry-After."""
+    failure_threshold: int = Field(3, ge=1)
+    failure_cooldown_seconds: float = Field(30.0, ge=0)
+    """A model failing `failure_threshold` times in a row is skipped this long."""
+    model_specs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """JSON overrides of the bundled model table: {"id": {"supports_tools": false,
+    "context_window": 8192, "input_price_per_mtok": 0.1, "output_price_per_mtok": 0.4}}."""
+    openrouter_server_fallback: bool = False
+    """Send OpenRouter's `models` array so it can fail over server-side first."""
+    openrouter_provider: dict[str, Any] | None = None
+    """OpenRouter provider preferences, sent as `provider` (JSON)."""
 
     # --- state and data ------------------------------------------------------
     redis_url: str | None = None
+    redis_key_prefix: str = "agent"
+    """Prefix of every Redis key we write, so deployments can share a Redis."""
     database_url: str = "sqlite+aiosqlite:///./data/agent.db"
     checkpoint_db_path: Path = Path("./data/checkpoints.db")
     knowledge_db_path: Path = Path("./data/knowledge.db")

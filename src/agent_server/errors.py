@@ -85,3 +85,10 @@ class UpstreamAuthError(AgentServerError):
 class StoreUnavailable(AgentServerError):
     status_code = 503
     code = "store_unavailable"
+
+
+class UpstreamBadRequest(AgentServerError):
+    """The provider called our request invalid (not context/policy): retrying won't help."""
+
+    status_code = 502
+    code = "upstream_bad_request"

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_server.config import Settings
 from agent_server.graph.state import AgentDeps
 from agent_server.llm import build_model_chain
+from agent_server.llm.cooldowns import InMemoryCooldowns, RedisCooldowns
 from agent_server.persistence.db import create_engine
 from agent_server.persistence.documents import DocumentStore
 from agent_server.persistence.repository import TranscriptRepository
@@ -32,6 +34,7 @@ class Resources:
     transcript: TranscriptRepository
     documents: DocumentStore
     deps: AgentDeps
+    redis: Redis | None = None
 
     async def prepare(self) -> None:
         await self.transcript.create_schema()
@@ -39,6 +42,8 @@ class Resources:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.knowledge_engine is not self.engine:
             await self.knowledge_engine.dispose()
         await self.engine.dispose()
@@ -55,11 +60,17 @@ def build_resources(settings: Settings) -> Resources:
     )
     http = httpx.AsyncClient(headers={"User-Agent": HTTP_USER_AGENT}, follow_redirects=True)
     transcript = TranscriptRepository(engine)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    cooldowns = (
+        RedisCooldowns(redis, prefix=settings.redis_key_prefix)
+        if redis is not None
+        else InMemoryCooldowns()
+    )
     documents = DocumentStore(knowledge_engine)
     deps = AgentDeps(
         settings=settings,
-        models=build_model_chain(settings),
+        models=build_model_chain(settings, cooldowns=cooldowns),
         tools=build_tool_registry(settings, http_client=http, documents=documents),
         transcript=transcript,
     )
-    return Resources(settings, engine, knowledge_engine, http, transcript, documents, deps)
+    return Resources(settings, engine, knowledge_engine, http, transcript, documents, deps, redis)

@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -174,7 +174,7 @@ class ChatService:
             stream = self._graph.astream(
                 new_turn(turn.message, turn.turn_id),
                 self._config(turn),
-                context=turn.options,
+                context=replace(turn.options, stream=True),
                 stream_mode=["messages", "custom", "updates"],
             )
             async with aclosing(stream):

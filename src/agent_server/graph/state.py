@@ -95,6 +95,8 @@ class RunOptions:
     model: str | None = None
     temperature: float = 0.7
     max_tokens: int = 1000
+    stream: bool = False
+    """The client streams: call models token by token so failover can `reset`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 from agent_server.config import OFFLINE_MODEL_ID, Settings
-from agent_server.llm.fallback import ChainEntry, ModelCall, ModelChain
+from agent_server.llm.cooldowns import Cooldowns
+from agent_server.llm.fallback import ChainEntry, ChainPolicy, ModelCall, ModelChain
 from agent_server.llm.offline import OfflineChatModel
 from agent_server.llm.openai_compatible import make_openai_compatible_model
 from agent_server.llm.registry import KNOWN_MODELS, ModelSpec, specs_for
 
 
-def build_model_chain(settings: Settings) -> ModelChain:
+def build_model_chain(settings: Settings, *, cooldowns: Cooldowns | None = None) -> ModelChain:
     """The configured chain; with no API key, the offline model alone."""
     offline = ChainEntry(KNOWN_MODELS[OFFLINE_MODEL_ID], OfflineChatModel())
+    policy = ChainPolicy(
+        default_cooldown_seconds=settings.cooldown_seconds,
+        failure_threshold=settings.failure_threshold,
+        failure_cooldown_seconds=settings.failure_cooldown_seconds,
+        attempt_timeout_seconds=settings.model_timeout_seconds,
+    )
     if settings.offline_only:
-        return ModelChain([offline], offline)
+        return ModelChain([offline], offline, cooldowns=cooldowns, policy=policy)
+    specs = specs_for(settings.agent_models, settings.model_specs)
+    ids = [spec.id for spec in specs]
     entries = [
-        ChainEntry(spec, make_openai_compatible_model(spec.id, settings))
-        for spec in specs_for(settings.agent_models)
+        ChainEntry(
+            spec,
+            make_openai_compatible_model(spec.id, settings, fallback_ids=ids[index + 1 :]),
+        )
+        for index, spec in enumerate(specs)
     ]
-    return ModelChain(entries, offline)
+    return ModelChain(entries, offline, cooldowns=cooldowns, policy=policy)
 
 
-__all__ = ["ModelCall", "ModelChain", "ModelSpec", "OfflineChatModel", "build_model_chain"]
+__all__ = [
+    "ChainEntry",
+    "ChainPolicy",
+    "ModelCall",
+    "ModelChain",
+    "ModelSpec",
+    "OfflineChatModel",
+    "build_model_chain",
+]

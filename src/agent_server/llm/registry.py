@@ -7,8 +7,9 @@ anyone writes it down here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from agent_server.config import OFFLINE_MODEL_ID
 
@@ -46,5 +47,15 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
 }
 
 
-def specs_for(model_ids: Iterable[str]) -> list[ModelSpec]:
-    return [KNOWN_MODELS.get(model_id, ModelSpec(model_id)) for model_id in model_ids]
+def specs_for(
+    model_ids: Iterable[str], overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[ModelSpec]:
+    """Specs of the chain: the bundled table, then `MODEL_SPECS` overrides on top."""
+    overrides = overrides or {}
+    specs = []
+    for model_id in model_ids:
+        spec = KNOWN_MODELS.get(model_id, ModelSpec(model_id))
+        if model_id in overrides:
+            spec = replace(spec, **dict(overrides[model_id]))
+        specs.append(spec)
+    return specs

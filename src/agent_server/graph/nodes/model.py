@@ -41,6 +41,8 @@ async def call_model(
         preferred=options.model,
         temperature=options.temperature,
         max_tokens=options.max_tokens,
+        stream=options.stream,
+        deadline=started + deps.settings.turn_deadline_seconds,
         emit=runtime.stream_writer,
     )
     usage = state.get("usage") or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}

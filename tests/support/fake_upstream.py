@@ -1,0 +1,307 @@
+"""A scriptable OpenAI-compatible chat-completions server for tests and benchmarks.
+
+Real HTTP (uvicorn on a free loopback port), the real wire format (JSON and SSE,
+streamed tool-call deltas, `usage`, `model`), and every way a provider fails:
+429 with Retry-After, 5xx, stalls, connections dropped mid-stream, malformed
+JSON, 401, 400 context-length, content filter. Each model id has a queue of
+scripted behaviours (consumed one per request) and a default for when the queue
+is empty. Every request is recorded so tests can assert which models were tried
+and with which parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.support.servers import serve_in_thread
+
+Kind = Literal[
+    "text",
+    "tool_call",
+    "rate_limit",
+    "server_error",
+    "stall",
+    "drop",
+    "malformed",
+    "auth",
+    "context_length",
+    "content_filter",
+    "bad_request",
+    "empty",
+]
+
+
+@dataclass
+class Behavior:
+    """What the fake does for one request."""
+
+    kind: Kind = "text"
+    text: str = "Hello from the fake upstream."
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    status: int = 500
+    retry_after: str | None = None
+    drop_after_tokens: int = 2
+    stall_seconds: float = 30.0
+    stall_after_tokens: int = 0
+    first_token_latency: float = 0.0
+    tokens_per_second: float | None = None
+    cost: float | None = None
+    served_model: str | None = None
+    """Model name to report (OpenRouter may answer with a different one)."""
+
+
+def text(content: str = "Hello from the fake upstream.", **kw: Any) -> Behavior:
+    return Behavior(kind="text", text=content, **kw)
+
+
+def tool_call(name: str, args: dict[str, Any], **kw: Any) -> Behavior:
+    return Behavior(kind="tool_call", tool_calls=[(name, args)], **kw)
+
+
+def fail(kind: Kind, **kw: Any) -> Behavior:
+    return Behavior(kind=kind, **kw)
+
+
+@dataclass
+class RecordedRequest:
+    model: str
+    stream: bool
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def _words(content: str) -> list[str]:
+    import re
+
+    return re.findall(r"\s*\S+", content) or [content]
+
+
+class FakeUpstream:
+    """Scripts, records and serves; see module docstring."""
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.requests: list[RecordedRequest] = []
+        self._scripts: dict[str, deque[Behavior]] = defaultdict(deque)
+        self._defaults: dict[str, Behavior] = {}
+        self.default = Behavior()
+
+    # --- scripting -------------------------------------------------------------
+
+    def script(self, model: str, *behaviors: Behavior) -> None:
+        self._scripts[model].extend(behaviors)
+
+    def always(self, model: str, behavior: Behavior) -> None:
+        self._defaults[model] = behavior
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self._scripts.clear()
+        self._defaults.clear()
+
+    def models_tried(self) -> list[str]:
+        return [r.model for r in self.requests]
+
+    def _next(self, model: str) -> Behavior:
+        queue = self._scripts.get(model)
+        if queue:
+            return queue.popleft()
+        return self._defaults.get(model, self.default)
+
+    # --- HTTP --------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/chat/completions", self._completions, methods=["POST"]),
+            ]
+        )
+
+    async def _completions(self, request: Request) -> Response:
+        body = await request.json()
+        model = str(body.get("model"))
+        stream = bool(body.get("stream"))
+        self.requests.append(
+            RecordedRequest(model, stream, body, {k.lower(): v for k, v in request.headers.items()})
+        )
+        behavior = self._next(model)
+        if (error := self._error_response(behavior)) is not None:
+            return error
+        if behavior.kind == "malformed" and not stream:
+            return Response('{"id": "x", "choices": [{"message": ', media_type="application/json")
+        if behavior.kind == "stall" and not stream:
+            await asyncio.sleep(behavior.stall_seconds)
+        if stream:
+            return StreamingResponse(
+                self._sse(model, body, behavior), media_type="text/event-stream"
+            )
+        if behavior.first_token_latency:
+            await asyncio.sleep(behavior.first_token_latency)
+        return JSONResponse(self._completion(model, body, behavior))
+
+    @staticmethod
+    def _error_response(behavior: Behavior) -> Response | None:
+        def error(status: int, message: str, code: str | None = None, **headers: str) -> Response:
+            payload = {"error": {"message": message, "type": "fake_error", "code": code}}
+            return JSONResponse(payload, status_code=status, headers=headers)
+
+        match behavior.kind:
+            case "rate_limit":
+                headers = {"retry-after": behavior.retry_after} if behavior.retry_after else {}
+                return error(429, "Rate limit exceeded", "rate_limit_exceeded", **headers)
+            case "server_error":
+                return error(behavior.status, "Upstream exploded")
+            case "auth":
+                return error(401, "Invalid API key", "invalid_api_key")
+            case "context_length":
+                return error(
+                    400,
+                    "This model's maximum context length is 8192 tokens. However, your "
+                    "messages resulted in 9000 tokens.",
+                    "context_length_exceeded",
+                )
+            case "content_filter":
+                return error(400, "Content rejected by the provider's policy", "content_filter")
+            case "bad_request":
+                return error(400, "Invalid parameter: temperature", "invalid_request_error")
+        return None
+
+    def _usage(self, body: dict[str, Any], output: str, behavior: Behavior) -> dict[str, Any]:
+        prompt = sum(len(str(m.get("content") or "").split()) for m in body.get("messages", []))
+        completion = len(output.split()) or 1
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        if behavior.cost is not None:
+            usage["cost"] = behavior.cost
+        return usage
+
+    def _completion(self, model: str, body: dict[str, Any], behavior: Behavior) -> dict[str, Any]:
+        served = behavior.served_model or model
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        finish = "stop"
+        if behavior.kind == "empty":
+            return {
+                "id": "chatcmpl-empty",
+                "object": "chat.completion",
+                "model": served,
+                "choices": [],
+            }
+        if behavior.kind == "tool_call":
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:12]}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for name, args in behavior.tool_calls
+            ]
+            finish = "tool_calls"
+            output = json.dumps([args for _, args in behavior.tool_calls])
+        else:
+            message["content"] = behavior.text
+            output = behavior.text
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": served,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": self._usage(body, output, behavior),
+        }
+
+    async def _sse(
+        self, model: str, body: dict[str, Any], behavior: Behavior
+    ) -> AsyncIterator[bytes]:
+        served = behavior.served_model or model
+        cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            payload = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": served,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        if behavior.first_token_latency:
+            await asyncio.sleep(behavior.first_token_latency)
+        interval = 1 / behavior.tokens_per_second if behavior.tokens_per_second else 0.0
+        yield chunk({"role": "assistant", "content": ""})
+        if behavior.kind == "empty":
+            yield b"data: [DONE]\n\n"
+            return
+        if behavior.kind == "tool_call":
+            for index, (name, args) in enumerate(behavior.tool_calls):
+                arguments = json.dumps(args)
+                half = len(arguments) // 2
+                yield chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": f"call_{uuid.uuid4().hex[:12]}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": arguments[:half]},
+                            }
+                        ]
+                    }
+                )
+                yield chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]}
+                )
+            finish, output = "tool_calls", json.dumps([a for _, a in behavior.tool_calls])
+        else:
+            output = behavior.text
+            for n, word in enumerate(_words(behavior.text)):
+                if behavior.kind == "drop" and n >= behavior.drop_after_tokens:
+                    raise ConnectionResetError("fake upstream dropped the connection")
+                if behavior.kind == "stall" and n >= behavior.stall_after_tokens:
+                    await asyncio.sleep(behavior.stall_seconds)
+                if behavior.kind == "malformed" and n >= behavior.drop_after_tokens:
+                    yield b'data: {"id": "broken", "choices": [{"delta": \n\n'
+                    return
+                yield chunk({"content": word})
+                if interval:
+                    await asyncio.sleep(interval)
+            finish = "stop"
+        yield chunk({}, finish)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage_chunk = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": served,
+                "choices": [],
+                "usage": self._usage(body, output, behavior),
+            }
+            yield f"data: {json.dumps(usage_chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+@contextmanager
+def fake_upstream() -> Iterator[FakeUpstream]:
+    """Serve a FakeUpstream on loopback; its `base_url` ends in `/v1`."""
+    upstream = FakeUpstream()
+    with serve_in_thread(upstream.app()) as url:
+        upstream.base_url = f"{url}/v1"
+        yield upstream
