@@ -199,6 +199,7 @@ async def test_all_failing_gives_503_with_reasons(
         (fail("malformed"), "malformed_reply"),
         (fail("empty"), "malformed_reply"),
         (fail("content_filter"), "content_policy"),
+        (fail("invalid_tool_call"), "invalid_tool_call"),
     ],
 )
 async def test_each_failure_class_falls_back(

@@ -41,6 +41,7 @@ Kind = Literal[
     "content_filter",
     "bad_request",
     "empty",
+    "invalid_tool_call",
 ]
 
 
@@ -202,6 +203,20 @@ class FakeUpstream:
                 "object": "chat.completion",
                 "model": served,
                 "choices": [],
+            }
+        if behavior.kind == "invalid_tool_call":
+            message["tool_calls"] = [
+                {
+                    "id": "call_broken",
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression": 10 *'},
+                }
+            ]
+            return {
+                "id": "chatcmpl-bad-args",
+                "object": "chat.completion",
+                "model": served,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
             }
         if behavior.kind == "tool_call":
             message["tool_calls"] = [

@@ -77,11 +77,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
-def _provider_code(exc: openai.APIStatusError) -> str:
+def _provider_error(exc: openai.APIStatusError) -> tuple[str, str]:
+    """The provider's error code and message, wherever in the body it put them."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body, dict) else {}
-    code = error.get("code") if isinstance(error, dict) else None
-    return str(code or getattr(exc, "code", "") or "")
+    error = body.get("error", body)
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    code = str(error.get("code") or getattr(exc, "code", "") or "")
+    return code, f"{exc} {error.get('message') or ''}"
 
 
 def classify(exc: BaseException) -> Failure:
@@ -98,7 +101,7 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, openai.APIConnectionError | httpx.TransportError | ConnectionError):
         return Failure(Reason.CONNECTION)
     if isinstance(exc, openai.APIStatusError):
-        code, text = _provider_code(exc), str(exc)
+        code, text = _provider_error(exc)
         if exc.status_code == 413 or _CONTEXT_PATTERN.search(code) or _CONTEXT_PATTERN.search(text):
             return Failure(Reason.CONTEXT_TOO_LONG)
         if _POLICY_PATTERN.search(code) or _POLICY_PATTERN.search(text):
