@@ -97,7 +97,7 @@ async def test_unreachable_redis_fails_open() -> None:
     """Cooldowns are advisory: a dead Redis must not fail the turn."""
     client = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.2)
     try:
-        replica, (a, _) = chain(["a answers"], ["b"], RedisCooldowns(client, prefix="x"))
+        replica, _ = chain(["a answers"], ["b"], RedisCooldowns(client, prefix="x"))
         result = await replica.ainvoke([], tools=[])
         assert result.model_used == "a" and result.fallbacks == []
     finally:

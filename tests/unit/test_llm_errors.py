@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import httpx
 import openai
@@ -57,7 +56,7 @@ def status_error(status: int, body: object = None, **headers: str) -> openai.API
         (status_error(422), Reason.BAD_REQUEST),
         (openai.APITimeoutError(request=REQUEST), Reason.TIMEOUT),
         (httpx.ReadTimeout("slow", request=REQUEST), Reason.TIMEOUT),
-        (asyncio.TimeoutError(), Reason.TIMEOUT),
+        (TimeoutError(), Reason.TIMEOUT),
         (openai.APIConnectionError(request=REQUEST), Reason.CONNECTION),
         (httpx.RemoteProtocolError("peer closed", request=REQUEST), Reason.CONNECTION),
         (ConnectionResetError(), Reason.CONNECTION),
