@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-from langchain_core.messages import AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_server.api.locks import SessionLocks
 from agent_server.api.schemas import ChatRequest, ChatResponse
@@ -32,6 +34,7 @@ from agent_server.errors import (
     InvalidTools,
     SessionBusy,
     SessionNotFound,
+    StoreUnavailable,
 )
 from agent_server.graph.nodes.persist import message_text
 from agent_server.graph.state import AgentDeps, RunOptions, TurnSummary, new_turn
@@ -49,6 +52,16 @@ class PreparedTurn:
     turn_id: str
     message: str
     options: RunOptions
+    new_session: bool = False
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """A dead Redis is a 503 `store_unavailable`, not a 500."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise StoreUnavailable("the state store is unreachable; retry shortly") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +114,10 @@ class ChatService:
         if not await self._locks.try_acquire(session_id):
             raise SessionBusy(session_id)
         try:
+            # Hot state first: if the store is down we fail before SQL forgets the session.
+            with store_errors():
+                await self._checkpointer.adelete_thread(session_id)
             await self._deps.transcript.delete_session(session_id, principal)
-            await self._checkpointer.adelete_thread(session_id)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._locks.release(session_id)
@@ -127,6 +142,7 @@ class ChatService:
                 f"unknown tools: {', '.join(unknown)}",
                 details={"available": self._deps.tools.names},
             )
+        new_session = request.session_id is None
         if request.session_id is None:
             session = await self.create_session(principal)
         else:
@@ -141,19 +157,39 @@ class ChatService:
             temperature=request.temperature,
             max_tokens=request.max_tokens,
         )
-        return PreparedTurn(session, str(uuid.uuid4()), request.message, options)
+        return PreparedTurn(session, str(uuid.uuid4()), request.message, options, new_session)
 
     def _config(self, turn: PreparedTurn) -> dict[str, Any]:
         return {"configurable": {"thread_id": turn.session.id}, "run_id": turn.turn_id}
+
+    async def _input(self, turn: PreparedTurn) -> dict[str, Any]:
+        """The graph input for a turn, with context rebuilt from SQL when the
+        session's hot state has expired (or was lost): nothing the user said is lost."""
+        graph_input = new_turn(turn.message, turn.turn_id)
+        if turn.new_session:
+            return graph_input
+        if await self._checkpointer.aget_tuple(self._config(turn)) is not None:
+            return graph_input
+        window = max(1, self.settings.history_window // 2)
+        turns = await self._deps.transcript.recent_turns(turn.session.id, limit=window)
+        history: list[BaseMessage] = []
+        for past in turns:
+            history.append(HumanMessage(content=past.user_message, id=f"{past.turn_id}:user"))
+            history.append(AIMessage(content=past.assistant_message, id=f"{past.turn_id}:ai"))
+        if history:
+            log.info("rebuilt %d messages of session %s from SQL", len(history), turn.session.id)
+        graph_input["messages"] = [*history, *graph_input["messages"]]
+        return graph_input
 
     def _response(self, turn: PreparedTurn, summary: TurnSummary) -> ChatResponse:
         return ChatResponse.model_validate({**summary, "session_id": turn.session.id})
 
     async def run_turn(self, turn: PreparedTurn) -> ChatResponse:
         try:
-            final = await self._graph.ainvoke(
-                new_turn(turn.message, turn.turn_id), self._config(turn), context=turn.options
-            )
+            with store_errors():
+                final = await self._graph.ainvoke(
+                    await self._input(turn), self._config(turn), context=turn.options
+                )
             return self._response(turn, final["last_turn"])
         finally:
             with anyio.CancelScope(shield=True):
@@ -171,8 +207,10 @@ class ChatService:
                 },
             )
             summary: TurnSummary | None = None
+            with store_errors():
+                graph_input = await self._input(turn)
             stream = self._graph.astream(
-                new_turn(turn.message, turn.turn_id),
+                graph_input,
                 self._config(turn),
                 context=replace(turn.options, stream=True),
                 stream_mode=["messages", "custom", "updates"],
@@ -197,6 +235,11 @@ class ChatService:
             yield SseEvent("done", self._response(turn, summary).model_dump(mode="json"))
         except AgentServerError as exc:
             yield SseEvent("error", {"code": exc.code, "message": exc.message})
+        except (RedisConnectionError, RedisTimeoutError):
+            yield SseEvent(
+                "error",
+                {"code": StoreUnavailable.code, "message": "the state store is unreachable"},
+            )
         except Exception:
             log.exception("stream failed", extra={"session_id": turn.session.id})
             yield SseEvent("error", {"code": "internal_error", "message": "internal error"})

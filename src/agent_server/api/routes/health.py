@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -22,13 +24,20 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(resources: AppResources) -> JSONResponse:
-    """Ready when the transcript database answers, each check bounded in time."""
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(resources.transcript.ping(), CHECK_TIMEOUT_SECONDS)
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means "not ready", with its kind named
-        checks["database"] = f"error: {type(exc).__name__}"
+    """Ready when the transcript database (and Redis, when configured) answer,
+    each check bounded in time."""
+    probes: dict[str, Awaitable[Any]] = {"database": resources.transcript.ping()}
+    if resources.redis is not None:
+        probes["redis"] = resources.redis.ping()
+    results = await asyncio.gather(
+        *(asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS) for probe in probes.values()),
+        return_exceptions=True,
+    )
+    # Any failure means "not ready", with its kind named (never its message: no secrets).
+    checks = {
+        name: "ok" if not isinstance(result, BaseException) else f"error: {type(result).__name__}"
+        for name, result in zip(probes, results, strict=True)
+    }
     ready = all(v == "ok" for v in checks.values())
     body = Readiness(status="ready" if ready else "not_ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -1,0 +1,64 @@
+"""Hot state lost → the next turn's context is rebuilt from the SQL transcript."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import httpx
+
+from agent_server.api.app import create_app
+from tests.conftest import make_settings
+from tests.support.fake_upstream import fake_upstream, text
+from tests.support.servers import serve_in_thread
+
+
+async def test_context_rebuilt_from_sql_when_checkpoints_are_gone(tmp_path: Path) -> None:
+    with fake_upstream() as fake:
+        settings = make_settings(
+            tmp_path,
+            openrouter_api_key="sk-test",
+            openrouter_base_url=fake.base_url,
+            agent_models=["m1"],
+        )
+        fake.always("m1", text("Nice to meet you, Ada."))
+        with serve_in_thread(create_app(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                first = await client.post("/api/chat/message", json={"message": "I am Ada."})
+                sid = first.json()["session_id"]
+                # The hot state disappears (TTL expiry, store wiped...).
+                with sqlite3.connect(settings.checkpoint_db_path) as conn:
+                    conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (sid,))
+                    conn.execute("DELETE FROM writes WHERE thread_id = ?", (sid,))
+                second = await client.post(
+                    "/api/chat/message", json={"message": "Who am I?", "session_id": sid}
+                )
+                assert second.status_code == 200
+                history = (await client.get(f"/api/chat/history/{sid}")).json()["turns"]
+    sent = fake.requests[-1].body["messages"]
+    roles_and_text = [(m["role"], m["content"]) for m in sent]
+    assert roles_and_text[1:] == [
+        ("user", "I am Ada."),
+        ("assistant", "Nice to meet you, Ada."),
+        ("user", "Who am I?"),
+    ]
+    assert [t["user_message"] for t in history] == ["I am Ada.", "Who am I?"]
+
+
+async def test_live_hot_state_is_not_duplicated(tmp_path: Path) -> None:
+    with fake_upstream() as fake:
+        settings = make_settings(
+            tmp_path,
+            openrouter_api_key="sk-test",
+            openrouter_base_url=fake.base_url,
+            agent_models=["m1"],
+        )
+        fake.always("m1", text("ok"))
+        with serve_in_thread(create_app(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                sid = (await client.post("/api/chat/message", json={"message": "one"})).json()[
+                    "session_id"
+                ]
+                await client.post("/api/chat/message", json={"message": "two", "session_id": sid})
+    sent = [(m["role"], m["content"]) for m in fake.requests[-1].body["messages"]][1:]
+    assert sent == [("user", "one"), ("assistant", "ok"), ("user", "two")]
