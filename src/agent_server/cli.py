@@ -1,21 +1,45 @@
-"""`agent-server` console script."""
+"""`agent-server` console script: serve, and manage API keys."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import sys
 
 import uvicorn
 
 from agent_server.config import Settings
 
 
-def serve(settings: Settings) -> None:
+def _key_repository(settings: Settings):  # type: ignore[no-untyped-def]
+    from agent_server.persistence.api_keys import ApiKeyRepository
+    from agent_server.persistence.db import create_engine
+
+    settings.ensure_data_dirs()
+    return ApiKeyRepository(create_engine(settings.database_url))
+
+
+async def _check_safe(settings: Settings) -> None:
+    from agent_server.api.auth import Authenticator
+
+    repo = _key_repository(settings)
+    await repo.create_schema()
+    await Authenticator(settings, repo).ensure_safe_to_serve(settings.host)
+
+
+def serve(settings: Settings) -> int:
     from agent_server.api.app import create_app
+    from agent_server.api.auth import UnsafeConfiguration
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        asyncio.run(_check_safe(settings))
+    except UnsafeConfiguration as exc:
+        print(f"agent-server: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -23,20 +47,52 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
     )
+    return 0
 
 
-def main(argv: list[str] | None = None) -> None:
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    repo = _key_repository(settings)
+    await repo.create_schema()
+    if args.keys_command == "create":
+        info, key = await repo.create(args.name)
+        print(key)
+        print(f"created key {info.id} ({info.name}); it is shown only once", file=sys.stderr)
+        return 0
+    if args.keys_command == "list":
+        for info in await repo.list():
+            state = "revoked" if info.revoked else "active"
+            last = info.last_used_at.isoformat() if info.last_used_at else "never"
+            created = info.created_at.isoformat()
+            print(f"{info.id}\t{info.name}\t{info.prefix}…\t{state}\t{created}\t{last}")
+        return 0
+    revoked = await repo.revoke(args.key)
+    if not revoked:
+        print(f"agent-server: no active key with id or name {args.key!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {revoked} key(s)", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agent-server")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the HTTP server")
     serve_cmd.add_argument("--host", help="overrides HOST")
     serve_cmd.add_argument("--port", type=int, help="overrides PORT")
+    keys_cmd = commands.add_parser("keys", help="manage API keys")
+    keys = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("--name", required=True)
+    keys.add_parser("list", help="list keys (never their values)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id, or every key with a name")
+    revoke.add_argument("key")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        serve(Settings(**overrides))
+        return serve(Settings(**overrides))
+    return asyncio.run(_keys(Settings(), args))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

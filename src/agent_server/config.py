@@ -92,12 +92,24 @@ class Settings(BaseSettings):
     weather_cache_seconds: float = Field(300.0, ge=0)
     search_top_k: int = Field(5, ge=1, le=50)
 
-    # --- HTTP ----------------------------------------------------------------
-    agent_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # --- HTTP and security -----------------------------------------------------
+    agent_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    auth_disabled: bool = False
+    """Serve without API keys on a non-loopback address. Only for trusted networks."""
     rate_limit_per_minute: int = Field(60, ge=1)
+    daily_token_budget: int | None = Field(None, ge=1)
+    """Tokens per principal per day (window starts at first use); unset = no budget."""
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_stream_seconds: float = Field(300.0, gt=0)
+    auth_cache_seconds: float = Field(10.0, ge=0)
+    """How long a key lookup is trusted: bounds DB load and how late a revocation bites."""
+    lock_ttl_seconds: float = Field(30.0, gt=0)
+    """A session lock whose holder died frees itself after this long (Redis)."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed by CORS; empty = CORS off."""
     sse_ping_seconds: float = Field(15.0, gt=0)
 
-    @field_validator("agent_models", "agent_api_keys", mode="before")
+    @field_validator("agent_models", "agent_api_keys", "cors_origins", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

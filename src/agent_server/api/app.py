@@ -1,7 +1,8 @@
 """`create_app(settings)`: the only place that turns settings into running objects.
 
-The lifespan builds resources, the checkpointer, the graph and the chat service
-once, keeps them on `app.state`, and closes them on shutdown.
+The lifespan builds resources, the checkpointer, the graph, auth, limits, locks
+and the chat service once, keeps them on `app.state`, and closes them on
+shutdown. It also refuses to start on a reachable address with no API keys.
 """
 
 from __future__ import annotations
@@ -11,19 +12,34 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from agent_server import __version__
+from agent_server.api.auth import Authenticator
+from agent_server.api.deps import get_principal
 from agent_server.api.errors import install_error_handlers
-from agent_server.api.locks import SessionLocks
+from agent_server.api.limits import RequestLimiter, TokenBudget, limits_storage
+from agent_server.api.locks import LocalSessionLocks, RedisSessionLocks, SessionLocks
 from agent_server.api.routes import documents, health, messages, models, sessions, tools
+from agent_server.api.security import SecurityHeadersMiddleware
 from agent_server.api.service import ChatService
 from agent_server.config import Settings
 from agent_server.graph.builder import build_graph
+from agent_server.persistence.api_keys import ApiKeyRepository
 from agent_server.persistence.checkpointer import open_checkpointer
-from agent_server.resources import build_resources
+from agent_server.resources import Resources, build_resources
 
 log = logging.getLogger(__name__)
+
+
+def _locks(resources: Resources) -> SessionLocks:
+    if resources.redis is None:
+        return LocalSessionLocks()
+    settings = resources.settings
+    return RedisSessionLocks(
+        resources.redis, prefix=settings.redis_key_prefix, ttl_seconds=settings.lock_ttl_seconds
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,15 +50,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources = build_resources(settings)
         try:
             await resources.prepare()
+            auth = Authenticator(settings, ApiKeyRepository(resources.engine))
+            await auth.ensure_safe_to_serve(settings.host)
+            storage = limits_storage(settings)
+            budget = (
+                TokenBudget(storage, settings.daily_token_budget)
+                if settings.daily_token_budget
+                else None
+            )
             async with open_checkpointer(settings) as checkpointer:
                 graph = build_graph(resources.deps, checkpointer=checkpointer)
                 app.state.settings = settings
                 app.state.resources = resources
+                app.state.auth = auth
+                app.state.limiter = RequestLimiter(storage, settings.rate_limit_per_minute)
                 app.state.service = ChatService(
                     graph=graph,
                     checkpointer=checkpointer,
                     deps=resources.deps,
-                    locks=SessionLocks(),
+                    locks=_locks(resources),
+                    budget=budget,
                 )
                 if settings.offline_only:
                     log.warning("OPENROUTER_API_KEY is not set: answering with the offline model")
@@ -55,9 +82,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="LLM agent backend: LangGraph state machine behind a thin HTTP API.",
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
     )
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
     install_error_handlers(app)
-    for module in (sessions, messages, documents, tools, models, health):
-        app.include_router(module.router)
+    authenticated = [Depends(get_principal)]
+    for module in (sessions, messages, documents, tools, models):
+        app.include_router(module.router, dependencies=authenticated)
+    app.include_router(health.router)
     return app

@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: who is calling, and the services built at start-up."""
+"""Request-scoped dependencies: who is calling, limits, and the services built at start-up."""
 
 from __future__ import annotations
 
@@ -7,15 +7,21 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from agent_server.api.service import ChatService
-from agent_server.config import LOCAL_PRINCIPAL
 from agent_server.persistence.documents import DocumentStore
 from agent_server.resources import Resources
 
 
-def get_principal() -> str:
-    """The caller's identity. With no API keys configured everything belongs to
-    the local principal; key-based principals replace this in one place."""
-    return LOCAL_PRINCIPAL
+async def get_principal(request: Request) -> str:
+    """The caller's principal id (never the key); 401 when a key is required."""
+    return await request.app.state.auth.principal(request)
+
+
+Principal = Annotated[str, Depends(get_principal)]
+
+
+async def rate_limit(request: Request, principal: Principal) -> None:
+    """`RATE_LIMIT_PER_MINUTE` per principal on the message routes."""
+    await request.app.state.limiter.hit(principal)
 
 
 def get_service(request: Request) -> ChatService:
@@ -30,7 +36,6 @@ def get_documents(request: Request) -> DocumentStore:
     return request.app.state.resources.documents
 
 
-Principal = Annotated[str, Depends(get_principal)]
 Service = Annotated[ChatService, Depends(get_service)]
 Documents = Annotated[DocumentStore, Depends(get_documents)]
 AppResources = Annotated[Resources, Depends(get_resources)]

@@ -52,7 +52,9 @@ def error_response(
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AgentServerError)
-    return error_response(exc.status_code, exc.code, exc.message, details=exc.details)
+    return error_response(
+        exc.status_code, exc.code, exc.message, details=exc.details, headers=exc.headers
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

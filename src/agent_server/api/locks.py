@@ -1,16 +1,34 @@
 """One run at a time per session.
 
 Two runs interleaving on one thread would each read the other's half-written
-checkpoint. This in-process lock set is right for a single process; a
-Redis-backed implementation with the same interface takes over when replicas
-share state.
+checkpoint, so a second message while one runs gets 409 instead of queueing.
+In-process locks serve one process; with Redis the lock is shared by every
+replica, expires if its holder dies (`LOCK_TTL_SECONDS`), and is kept alive by
+a heartbeat while the run lasts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
 
-class SessionLocks:
-    """Non-blocking try-locks keyed by session id (a busy session → 409, not a queue)."""
+from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
+
+log = logging.getLogger(__name__)
+
+
+class SessionLocks(Protocol):
+    async def try_acquire(self, session_id: str) -> bool: ...
+
+    async def release(self, session_id: str) -> None: ...
+
+
+class LocalSessionLocks:
+    """Non-blocking try-locks keyed by session id, for a single process."""
 
     def __init__(self) -> None:
         self._held: set[str] = set()
@@ -25,5 +43,45 @@ class SessionLocks:
     async def release(self, session_id: str) -> None:
         self._held.discard(session_id)
 
-    def held(self, session_id: str) -> bool:
-        return session_id in self._held
+
+class RedisSessionLocks:
+    """`{prefix}:lock:{<session_id>}` — redis-py's Lock (SET NX PX + token-checked
+    release), extended every third of its TTL while held."""
+
+    def __init__(self, redis: Redis, *, prefix: str, ttl_seconds: float = 30.0) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+        self._held: dict[str, tuple[Lock, asyncio.Task[None]]] = {}
+
+    async def try_acquire(self, session_id: str) -> bool:
+        lock = self._redis.lock(
+            f"{self._prefix}:lock:{{{session_id}}}", timeout=self._ttl, blocking=False
+        )
+        if not await lock.acquire():
+            return False
+        heartbeat = asyncio.create_task(self._heartbeat(lock), name=f"lock-{session_id}")
+        self._held[session_id] = (lock, heartbeat)
+        return True
+
+    async def _heartbeat(self, lock: Lock) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await lock.reacquire()
+            except (LockError, RedisError) as exc:
+                log.warning("could not extend session lock %s: %s", lock.name, exc)
+
+    async def release(self, session_id: str) -> None:
+        held = self._held.pop(session_id, None)
+        if held is None:
+            return
+        lock, heartbeat = held
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        try:
+            await lock.release()
+        except (LockError, RedisError) as exc:
+            # Expired or Redis gone: the TTL frees it anyway.
+            log.warning("could not release session lock %s: %s", lock.name, exc)

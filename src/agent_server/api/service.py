@@ -9,6 +9,7 @@ always release the lock, also when the client disconnects.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -25,6 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_server.api.limits import TokenBudget
 from agent_server.api.locks import SessionLocks
 from agent_server.api.schemas import ChatRequest, ChatResponse
 from agent_server.config import Settings
@@ -55,6 +57,14 @@ class PreparedTurn:
     new_session: bool = False
 
 
+class StreamTooLong(AgentServerError):
+    status_code = 504
+    code = "stream_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the stream exceeded its {seconds:g} s limit")
+
+
 @contextmanager
 def store_errors() -> Iterator[None]:
     """A dead Redis is a 503 `store_unavailable`, not a 500."""
@@ -82,11 +92,13 @@ class ChatService:
         checkpointer: BaseCheckpointSaver,
         deps: AgentDeps,
         locks: SessionLocks,
+        budget: TokenBudget | None = None,
     ) -> None:
         self._graph = graph
         self._checkpointer = checkpointer
         self._deps = deps
         self._locks = locks
+        self._budget = budget
 
     @property
     def settings(self) -> Settings:
@@ -142,6 +154,8 @@ class ChatService:
                 f"unknown tools: {', '.join(unknown)}",
                 details={"available": self._deps.tools.names},
             )
+        if self._budget is not None:
+            await self._budget.check(principal)
         new_session = request.session_id is None
         if request.session_id is None:
             session = await self.create_session(principal)
@@ -181,7 +195,9 @@ class ChatService:
         graph_input["messages"] = [*history, *graph_input["messages"]]
         return graph_input
 
-    def _response(self, turn: PreparedTurn, summary: TurnSummary) -> ChatResponse:
+    async def _finish(self, turn: PreparedTurn, summary: TurnSummary) -> ChatResponse:
+        if self._budget is not None:
+            await self._budget.spend(turn.options.principal, summary["usage"]["total_tokens"])
         return ChatResponse.model_validate({**summary, "session_id": turn.session.id})
 
     async def run_turn(self, turn: PreparedTurn) -> ChatResponse:
@@ -190,7 +206,7 @@ class ChatService:
                 final = await self._graph.ainvoke(
                     await self._input(turn), self._config(turn), context=turn.options
                 )
-            return self._response(turn, final["last_turn"])
+            return await self._finish(turn, final["last_turn"])
         finally:
             with anyio.CancelScope(shield=True):
                 await self._locks.release(turn.session.id)
@@ -215,8 +231,18 @@ class ChatService:
                 context=replace(turn.options, stream=True),
                 stream_mode=["messages", "custom", "updates"],
             )
+            deadline = asyncio.get_running_loop().time() + self.settings.max_stream_seconds
             async with aclosing(stream):
-                async for mode, chunk in stream:
+                while True:
+                    # A bound on the whole stream; an async-generator-safe timeout
+                    # (asyncio.timeout around `yield` would cancel the consumer).
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    try:
+                        mode, chunk = await asyncio.wait_for(anext(stream), max(remaining, 0))
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise StreamTooLong(self.settings.max_stream_seconds) from None
                     if mode == "messages":
                         message, meta = chunk
                         if meta.get("langgraph_node") != STREAMED_NODE:
@@ -232,7 +258,8 @@ class ChatService:
                             summary = persisted["last_turn"]
             if summary is None:
                 raise AgentServerError("the run ended without an answer")
-            yield SseEvent("done", self._response(turn, summary).model_dump(mode="json"))
+            response = await self._finish(turn, summary)
+            yield SseEvent("done", response.model_dump(mode="json"))
         except AgentServerError as exc:
             yield SseEvent("error", {"code": exc.code, "message": exc.message})
         except (RedisConnectionError, RedisTimeoutError):

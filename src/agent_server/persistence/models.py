@@ -4,6 +4,8 @@ Tables
 ------
 sessions  one row per conversation (= LangGraph thread). `owner` is the
           principal that created it; every read filters on it.
+api_keys  API keys, stored as SHA-256 hashes (never the key): name, times,
+          revoked flag. The principal of a key is `key:<id>`.
 turns     one row per completed turn: the user's message, the final answer and
           the turn's accounting. `turn_id` is unique and derived from the run
           (the id of the turn's HumanMessage), which is what makes the persist
@@ -61,3 +63,15 @@ class TurnRow(Base):
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)

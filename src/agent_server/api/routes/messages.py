@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from sse_starlette import EventSourceResponse
 
-from agent_server.api.deps import Principal, Service
+from agent_server.api.deps import Principal, Service, rate_limit
 from agent_server.api.schemas import ChatRequest, ChatResponse, ErrorResponse
 from agent_server.api.service import ChatService, PreparedTurn
 
-router = APIRouter(prefix="/api/chat", tags=["messages"])
+router = APIRouter(prefix="/api/chat", tags=["messages"], dependencies=[Depends(rate_limit)])
 ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+    429: {"model": ErrorResponse, "description": "Rate limit or token budget exceeded"},
     404: {"model": ErrorResponse, "description": "Unknown session"},
     409: {"model": ErrorResponse, "description": "Another message is running on the session"},
     502: {"model": ErrorResponse, "description": "The model provider rejected our credentials"},
