@@ -22,7 +22,7 @@ from agent_server.api.errors import install_error_handlers
 from agent_server.api.limits import RequestLimiter, TokenBudget, limits_storage
 from agent_server.api.locks import LocalSessionLocks, RedisSessionLocks, SessionLocks
 from agent_server.api.routes import documents, health, messages, models, sessions, tools
-from agent_server.api.security import SecurityHeadersMiddleware
+from agent_server.api.security import BodyLimitMiddleware, SecurityHeadersMiddleware
 from agent_server.api.service import ChatService
 from agent_server.config import Settings
 from agent_server.graph.builder import build_graph
@@ -82,8 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="LLM agent backend: LangGraph state machine behind a thin HTTP API.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,14 +1,16 @@
-"""Security headers on every response.
+"""Security headers on every response, and the request body size limit.
 
-Written as pure ASGI rather than `BaseHTTPMiddleware`, which buffers nothing
-but wraps streaming responses in extra tasks and breaks disconnect detection
-on SSE; this only adds headers to `http.response.start`.
+Both are pure ASGI rather than `BaseHTTPMiddleware`, which wraps streaming
+responses in extra tasks and breaks disconnect detection on SSE.
 """
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent_server.api.errors import error_response
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -43,3 +45,46 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+PAYLOAD_TOO_LARGE = "payload_too_large"
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over `max_bytes`, in our JSON error shape.
+
+    Starlette's own limiter answers a too-large Content-Length with plain text;
+    clients get one error format, so this refuses by header up front and counts
+    streamed (chunked) bodies as they arrive, raising a 413 `HTTPException` into
+    the route (FastAPI re-raises those from body parsing; anything else would
+    become a 400), where the HTTP error handler shapes the reply.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = error_response(413, PAYLOAD_TOO_LARGE, self._message())
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _message(self) -> str:
+        return f"request body larger than {self.max_bytes} bytes"
