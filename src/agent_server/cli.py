@@ -73,6 +73,22 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _db(settings: Settings, args: argparse.Namespace) -> int:
+    from agent_server.persistence import migrate
+    from agent_server.persistence.db import create_engine
+
+    settings.ensure_data_dirs()
+    engine = create_engine(settings.database_url)
+    try:
+        if args.db_command == "upgrade":
+            await migrate.upgrade(engine)
+        current = await migrate.current_revision(engine)
+        print(f"schema revision: {current or 'none'} (head: {migrate.head_revision()})")
+    finally:
+        await engine.dispose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agent-server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,11 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_parser("list", help="list keys (never their values)")
     revoke = keys.add_parser("revoke", help="revoke a key by id, or every key with a name")
     revoke.add_argument("key")
+    db_cmd = commands.add_parser("db", help="manage the SQL schema (Alembic migrations)")
+    db = db_cmd.add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply pending migrations")
+    db.add_parser("current", help="show the schema revision")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         return serve(Settings(**overrides))
+    if args.command == "db":
+        return asyncio.run(_db(Settings(), args))
     return asyncio.run(_keys(Settings(), args))
 
 

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "agent"
     """Prefix of every Redis key we write, so deployments can share a Redis."""
     database_url: str = "sqlite+aiosqlite:///./data/agent.db"
+    db_auto_migrate: bool = True
+    """Apply pending migrations at start-up; off → start only if the schema is current."""
     checkpoint_db_path: Path = Path("./data/checkpoints.db")
     knowledge_db_path: Path = Path("./data/knowledge.db")
     session_ttl_seconds: int = Field(3600, ge=1)

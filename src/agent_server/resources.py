@@ -17,6 +17,7 @@ from agent_server.config import Settings
 from agent_server.graph.state import AgentDeps
 from agent_server.llm import build_model_chain
 from agent_server.llm.cooldowns import InMemoryCooldowns, RedisCooldowns
+from agent_server.persistence import migrate
 from agent_server.persistence.db import create_engine
 from agent_server.persistence.documents import DocumentStore
 from agent_server.persistence.repository import TranscriptRepository
@@ -37,7 +38,17 @@ class Resources:
     redis: Redis | None = None
 
     async def prepare(self) -> None:
-        await self.transcript.create_schema()
+        if self.settings.db_auto_migrate:
+            await self.transcript.create_schema()
+        else:
+            current = await migrate.current_revision(self.engine)
+            if current != migrate.head_revision():
+                raise RuntimeError(
+                    f"database schema is at {current or 'nothing'}, not "
+                    f"{migrate.head_revision()}: run `agent-server db upgrade` "
+                    "(or set DB_AUTO_MIGRATE=true)"
+                )
+            self.transcript.mark_schema_ready()
         await self.documents.create_schema()
 
     async def aclose(self) -> None:

@@ -17,7 +17,8 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from agent_server.persistence.models import ApiKeyRow, Base, utcnow
+from agent_server.persistence import migrate
+from agent_server.persistence.models import ApiKeyRow, utcnow
 
 KEY_PREFIX = "ask_"
 
@@ -50,8 +51,7 @@ class ApiKeyRepository:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def create_schema(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+        await migrate.upgrade(self._engine)
 
     async def create(self, name: str) -> tuple[ApiKeyInfo, str]:
         """A new key; returns its record and the plaintext (shown once)."""

@@ -18,7 +18,8 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from agent_server.persistence.models import Base, SessionRow, TurnRow, utcnow
+from agent_server.persistence import migrate
+from agent_server.persistence.models import SessionRow, TurnRow, utcnow
 
 
 def _aware(value: datetime) -> datetime:
@@ -96,14 +97,17 @@ class TranscriptRepository:
         self._schema_lock = asyncio.Lock()
 
     async def create_schema(self) -> None:
-        """Create tables if missing. Idempotent; also run lazily on first use so the
-        graph works when loaded on its own (LangGraph Studio) without the app."""
+        """Apply the migrations. Idempotent; also run lazily on first use so the graph
+        works when loaded on its own (LangGraph Studio) without the app."""
         async with self._schema_lock:
             if self._schema_ready:
                 return
-            async with self._engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
+            await migrate.upgrade(self._engine)
             self._schema_ready = True
+
+    def mark_schema_ready(self) -> None:
+        """The app checked or applied the migrations itself; skip the lazy upgrade."""
+        self._schema_ready = True
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
