@@ -9,7 +9,7 @@ can be checked against this class field by field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """`auto`: JSON lines unless stderr is a terminal."""
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
+    """On SIGTERM, running turns get this long to finish; streams still open after
+    it end with an `error` event `shutting_down`."""
 
     # --- upstream models -----------------------------------------------------
     openrouter_api_key: SecretStr | None = None

@@ -17,6 +17,7 @@ from agent_server.config import Settings
 from agent_server.graph.state import AgentDeps
 from agent_server.llm import build_model_chain
 from agent_server.llm.cooldowns import InMemoryCooldowns, RedisCooldowns
+from agent_server.observability.metrics import Metrics
 from agent_server.persistence import migrate
 from agent_server.persistence.db import create_engine
 from agent_server.persistence.documents import DocumentStore
@@ -60,7 +61,7 @@ class Resources:
         await self.engine.dispose()
 
 
-def build_resources(settings: Settings) -> Resources:
+def build_resources(settings: Settings, *, metrics: Metrics | None = None) -> Resources:
     settings.ensure_data_dirs()
     engine = create_engine(settings.database_url)
     # FTS5 is SQLite's: share the transcript's file when it is SQLite, else use our own.
@@ -71,6 +72,7 @@ def build_resources(settings: Settings) -> Resources:
     )
     http = httpx.AsyncClient(headers={"User-Agent": HTTP_USER_AGENT}, follow_redirects=True)
     transcript = TranscriptRepository(engine)
+    metrics = metrics or Metrics()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     cooldowns = (
         RedisCooldowns(redis, prefix=settings.redis_key_prefix)
@@ -80,8 +82,9 @@ def build_resources(settings: Settings) -> Resources:
     documents = DocumentStore(knowledge_engine)
     deps = AgentDeps(
         settings=settings,
-        models=build_model_chain(settings, cooldowns=cooldowns),
+        models=build_model_chain(settings, cooldowns=cooldowns, metrics=metrics),
         tools=build_tool_registry(settings, http_client=http, documents=documents),
         transcript=transcript,
+        metrics=metrics,
     )
     return Resources(settings, engine, knowledge_engine, http, transcript, documents, deps, redis)

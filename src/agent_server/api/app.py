@@ -7,7 +7,6 @@ shutdown. It also refuses to start on a reachable address with no API keys.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +15,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from agent_server import __version__
+from agent_server.api.access_log import AccessLogMiddleware
 from agent_server.api.auth import Authenticator
 from agent_server.api.deps import get_principal
 from agent_server.api.errors import install_error_handlers
@@ -26,11 +26,14 @@ from agent_server.api.security import BodyLimitMiddleware, SecurityHeadersMiddle
 from agent_server.api.service import ChatService
 from agent_server.config import Settings
 from agent_server.graph.builder import build_graph
+from agent_server.observability.logging import configure_logging, get_logger
+from agent_server.observability.metrics import Metrics
 from agent_server.persistence.api_keys import ApiKeyRepository
 from agent_server.persistence.checkpointer import open_checkpointer
+from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.resources import Resources, build_resources
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _locks(resources: Resources) -> SessionLocks:
@@ -44,10 +47,12 @@ def _locks(resources: Resources) -> SessionLocks:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resources = build_resources(settings)
+        resources = build_resources(settings, metrics=metrics)
         try:
             await resources.prepare()
             auth = Authenticator(settings, ApiKeyRepository(resources.engine))
@@ -58,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if settings.daily_token_budget
                 else None
             )
-            async with open_checkpointer(settings) as checkpointer:
+            async with open_checkpointer(settings) as saver:
+                checkpointer = InstrumentedSaver(saver, metrics.checkpointer_latency)
                 graph = build_graph(resources.deps, checkpointer=checkpointer)
                 app.state.settings = settings
                 app.state.resources = resources
@@ -69,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     checkpointer=checkpointer,
                     deps=resources.deps,
                     locks=_locks(resources),
+                    metrics=metrics,
                     budget=budget,
                 )
                 if settings.offline_only:
@@ -94,7 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    app.state.metrics = metrics
     install_error_handlers(app)
     authenticated = [Depends(get_principal)]
     for module in (sessions, messages, documents, tools, models):

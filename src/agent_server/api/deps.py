@@ -13,7 +13,9 @@ from agent_server.resources import Resources
 
 async def get_principal(request: Request) -> str:
     """The caller's principal id (never the key); 401 when a key is required."""
-    return await request.app.state.auth.principal(request)
+    principal = await request.app.state.auth.principal(request)
+    request.state.principal = principal  # for the access log line
+    return principal
 
 
 Principal = Annotated[str, Depends(get_principal)]

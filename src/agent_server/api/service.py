@@ -9,9 +9,7 @@ always release the lock, also when the client disconnects.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
@@ -20,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agent_server.api.limits import TokenBudget
 from agent_server.api.locks import SessionLocks
 from agent_server.api.schemas import ChatRequest, ChatResponse
+from agent_server.api.streaming import SseEvent, bounded, translate
 from agent_server.config import Settings
 from agent_server.errors import (
     AgentServerError,
@@ -38,14 +37,12 @@ from agent_server.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from agent_server.graph.nodes.persist import message_text
 from agent_server.graph.state import AgentDeps, RunOptions, TurnSummary, new_turn
+from agent_server.observability.logging import get_logger
+from agent_server.observability.metrics import Metrics
 from agent_server.persistence.repository import SessionInfo, TurnRecord
 
-log = logging.getLogger(__name__)
-
-STREAMED_NODE = "model"
-"""Only tokens produced by the model node are forwarded as `message` events."""
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +52,7 @@ class PreparedTurn:
     message: str
     options: RunOptions
     new_session: bool = False
-
-
-class StreamTooLong(AgentServerError):
-    status_code = 504
-    code = "stream_timeout"
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"the stream exceeded its {seconds:g} s limit")
+    started: float = 0.0
 
 
 @contextmanager
@@ -74,16 +64,6 @@ def store_errors() -> Iterator[None]:
         raise StoreUnavailable("the state store is unreachable; retry shortly") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class SseEvent:
-    event: str
-    data: dict[str, Any]
-
-    def encode(self) -> dict[str, str]:
-        """The dict shape sse-starlette sends."""
-        return {"event": self.event, "data": json.dumps(self.data, default=str)}
-
-
 class ChatService:
     def __init__(
         self,
@@ -92,6 +72,7 @@ class ChatService:
         checkpointer: BaseCheckpointSaver,
         deps: AgentDeps,
         locks: SessionLocks,
+        metrics: Metrics,
         budget: TokenBudget | None = None,
     ) -> None:
         self._graph = graph
@@ -99,6 +80,7 @@ class ChatService:
         self._deps = deps
         self._locks = locks
         self._budget = budget
+        self._metrics = metrics
 
     @property
     def settings(self) -> Settings:
@@ -171,7 +153,9 @@ class ChatService:
             temperature=request.temperature,
             max_tokens=request.max_tokens,
         )
-        return PreparedTurn(session, str(uuid.uuid4()), request.message, options, new_session)
+        return PreparedTurn(
+            session, str(uuid.uuid4()), request.message, options, new_session, time.perf_counter()
+        )
 
     def _config(self, turn: PreparedTurn) -> dict[str, Any]:
         return {"configurable": {"thread_id": turn.session.id}, "run_id": turn.turn_id}
@@ -191,28 +175,63 @@ class ChatService:
             history.append(HumanMessage(content=past.user_message, id=f"{past.turn_id}:user"))
             history.append(AIMessage(content=past.assistant_message, id=f"{past.turn_id}:ai"))
         if history:
-            log.info("rebuilt %d messages of session %s from SQL", len(history), turn.session.id)
+            log.info("context rebuilt from SQL", session_id=turn.session.id, messages=len(history))
         graph_input["messages"] = [*history, *graph_input["messages"]]
         return graph_input
 
     async def _finish(self, turn: PreparedTurn, summary: TurnSummary) -> ChatResponse:
         if self._budget is not None:
             await self._budget.spend(turn.options.principal, summary["usage"]["total_tokens"])
+        self._metrics.turns.labels(str(summary["degraded"]).lower()).inc()
+        log.info(
+            "turn",
+            principal=turn.options.principal,
+            session_id=turn.session.id,
+            run_id=turn.turn_id,
+            model_used=summary["model_used"],
+            fallbacks=summary["fallbacks"],
+            tools_used=summary["tools_used"],
+            input_tokens=summary["usage"]["input_tokens"],
+            output_tokens=summary["usage"]["output_tokens"],
+            cost_usd=summary["cost_usd"],
+            latency_ms=summary["latency_ms"],
+            degraded=summary["degraded"],
+            stream=turn.options.stream,
+        )
         return ChatResponse.model_validate({**summary, "session_id": turn.session.id})
 
+    def _log_failure(self, turn: PreparedTurn, code: str) -> None:
+        log.warning(
+            "turn failed",
+            principal=turn.options.principal,
+            session_id=turn.session.id,
+            run_id=turn.turn_id,
+            error=code,
+            latency_ms=round((time.perf_counter() - turn.started) * 1000),
+        )
+
     async def run_turn(self, turn: PreparedTurn) -> ChatResponse:
+        self._metrics.active_runs.inc()
         try:
             with store_errors():
                 final = await self._graph.ainvoke(
                     await self._input(turn), self._config(turn), context=turn.options
                 )
             return await self._finish(turn, final["last_turn"])
+        except AgentServerError as exc:
+            self._log_failure(turn, exc.code)
+            raise
         finally:
+            self._metrics.active_runs.dec()
             with anyio.CancelScope(shield=True):
                 await self._locks.release(turn.session.id)
 
-    async def stream_turn(self, turn: PreparedTurn) -> AsyncIterator[SseEvent]:
+    async def stream_turn(
+        self, turn: PreparedTurn, *, shutdown: anyio.Event | None = None
+    ) -> AsyncIterator[SseEvent]:
         """Graph stream → SSE events. Never raises: failures become an `error` event."""
+        self._metrics.open_streams.inc()
+        self._metrics.active_runs.inc()
         try:
             yield SseEvent(
                 "metadata",
@@ -231,45 +250,37 @@ class ChatService:
                 context=replace(turn.options, stream=True),
                 stream_mode=["messages", "custom", "updates"],
             )
-            deadline = asyncio.get_running_loop().time() + self.settings.max_stream_seconds
             async with aclosing(stream):
-                while True:
-                    # A bound on the whole stream; an async-generator-safe timeout
-                    # (asyncio.timeout around `yield` would cancel the consumer).
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    try:
-                        mode, chunk = await asyncio.wait_for(anext(stream), max(remaining, 0))
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise StreamTooLong(self.settings.max_stream_seconds) from None
-                    if mode == "messages":
-                        message, meta = chunk
-                        if meta.get("langgraph_node") != STREAMED_NODE:
-                            continue
-                        if isinstance(message, AIMessageChunk) and (text := message_text(message)):
-                            yield SseEvent("message", {"content": text})
-                    elif mode == "custom" and isinstance(chunk, dict) and "event" in chunk:
-                        data = {k: v for k, v in chunk.items() if k != "event"}
-                        yield SseEvent(str(chunk["event"]), data)
-                    elif mode == "updates" and isinstance(chunk, dict):
-                        persisted = chunk.get("persist")
-                        if isinstance(persisted, dict) and persisted.get("last_turn"):
-                            summary = persisted["last_turn"]
+                items = bounded(
+                    stream,
+                    max_seconds=self.settings.max_stream_seconds,
+                    shutdown=shutdown,
+                    shutdown_grace=self.settings.shutdown_grace_seconds,
+                )
+                async with aclosing(items):
+                    async for mode, chunk in items:
+                        event, done = translate(mode, chunk)
+                        if event is not None:
+                            yield event
+                        summary = done or summary
             if summary is None:
                 raise AgentServerError("the run ended without an answer")
             response = await self._finish(turn, summary)
             yield SseEvent("done", response.model_dump(mode="json"))
         except AgentServerError as exc:
+            self._log_failure(turn, exc.code)
             yield SseEvent("error", {"code": exc.code, "message": exc.message})
         except (RedisConnectionError, RedisTimeoutError):
+            self._log_failure(turn, StoreUnavailable.code)
             yield SseEvent(
                 "error",
                 {"code": StoreUnavailable.code, "message": "the state store is unreachable"},
             )
         except Exception:
-            log.exception("stream failed", extra={"session_id": turn.session.id})
+            log.exception("stream failed", session_id=turn.session.id, run_id=turn.turn_id)
             yield SseEvent("error", {"code": "internal_error", "message": "internal error"})
         finally:
+            self._metrics.open_streams.dec()
+            self._metrics.active_runs.dec()
             with anyio.CancelScope(shield=True):
                 await self._locks.release(turn.session.id)

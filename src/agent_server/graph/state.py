@@ -10,7 +10,7 @@ persist node when it closes a turn, so a turn started from Studio with only
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AnyMessage, HumanMessage
@@ -18,6 +18,7 @@ from langgraph.graph.message import add_messages
 
 from agent_server.config import LOCAL_PRINCIPAL, Settings
 from agent_server.llm.fallback import ModelChain
+from agent_server.observability.metrics import Metrics
 from agent_server.persistence.repository import TranscriptRepository
 from agent_server.tools.registry import ToolRegistry
 
@@ -107,3 +108,4 @@ class AgentDeps:
     models: ModelChain
     tools: ToolRegistry
     transcript: TranscriptRepository
+    metrics: Metrics = field(default_factory=Metrics)

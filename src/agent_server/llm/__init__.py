@@ -8,9 +8,12 @@ from agent_server.llm.fallback import ChainEntry, ChainPolicy, ModelCall, ModelC
 from agent_server.llm.offline import OfflineChatModel
 from agent_server.llm.openai_compatible import make_openai_compatible_model
 from agent_server.llm.registry import KNOWN_MODELS, ModelSpec, specs_for
+from agent_server.observability.metrics import Metrics
 
 
-def build_model_chain(settings: Settings, *, cooldowns: Cooldowns | None = None) -> ModelChain:
+def build_model_chain(
+    settings: Settings, *, cooldowns: Cooldowns | None = None, metrics: Metrics | None = None
+) -> ModelChain:
     """The configured chain; with no API key, the offline model alone."""
     offline = ChainEntry(KNOWN_MODELS[OFFLINE_MODEL_ID], OfflineChatModel())
     policy = ChainPolicy(
@@ -20,7 +23,7 @@ def build_model_chain(settings: Settings, *, cooldowns: Cooldowns | None = None)
         attempt_timeout_seconds=settings.model_timeout_seconds,
     )
     if settings.offline_only:
-        return ModelChain([offline], offline, cooldowns=cooldowns, policy=policy)
+        return ModelChain([offline], offline, cooldowns=cooldowns, policy=policy, metrics=metrics)
     specs = specs_for(settings.agent_models, settings.model_specs)
     ids = [spec.id for spec in specs]
     entries = [
@@ -30,7 +33,7 @@ def build_model_chain(settings: Settings, *, cooldowns: Cooldowns | None = None)
         )
         for index, spec in enumerate(specs)
     ]
-    return ModelChain(entries, offline, cooldowns=cooldowns, policy=policy)
+    return ModelChain(entries, offline, cooldowns=cooldowns, policy=policy, metrics=metrics)
 
 
 __all__ = [

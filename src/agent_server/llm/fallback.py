@@ -37,6 +37,7 @@ from agent_server.errors import UpstreamAuthError, UpstreamBadRequest, UpstreamU
 from agent_server.llm.cooldowns import Cooldowns, InMemoryCooldowns
 from agent_server.llm.errors import RATE_LIMITED, Failure, Reason, UpstreamReplyError, classify
 from agent_server.llm.registry import ModelSpec
+from agent_server.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class ModelChain:
         *,
         cooldowns: Cooldowns | None = None,
         policy: ChainPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not entries:
             raise ValueError("the model chain needs at least one model")
@@ -93,6 +95,7 @@ class ModelChain:
         self._offline = offline
         self._cooldowns = cooldowns or InMemoryCooldowns()
         self._policy = policy or ChainPolicy()
+        self._metrics = metrics or Metrics()
 
     @property
     def specs(self) -> list[ModelSpec]:
@@ -135,6 +138,7 @@ class ModelChain:
         def skip(index: int, reason: Reason) -> None:
             model = order[index].spec.id
             fallbacks.append({"model": model, "reason": reason.value})
+            self._metrics.fallbacks.labels(reason.value).inc()
             following = order[index + 1].spec.id if index + 1 < len(order) else None
             emit({"event": "fallback", "from": model, "to": following, "reason": reason.value})
 
@@ -170,6 +174,7 @@ class ModelChain:
                 raise
             except Exception as exc:
                 failure = classify(exc)
+                self._metrics.model_calls.labels(spec.id, failure.reason.value).inc()
                 log.warning(
                     "model %s failed: %s (%s)", spec.id, failure.reason.value, type(exc).__name__
                 )
@@ -190,7 +195,7 @@ class ModelChain:
                 skip(index, failure.reason)
                 continue
             await self._cooldowns.record_success(spec.id)
-            return _result(spec, message, fallbacks, degraded=False)
+            return self._observe(_result(spec, message, fallbacks, degraded=False))
 
         # Models skipped only for lacking tool support were never candidates.
         failures = [f for f in fallbacks if f["reason"] != Reason.NO_TOOL_SUPPORT]
@@ -198,8 +203,16 @@ class ModelChain:
             message = await _call(
                 self._offline, messages, tools, temperature, max_tokens, stream, lambda: None
             )
-            return _result(self._offline.spec, message, fallbacks, degraded=True)
+            return self._observe(_result(self._offline.spec, message, fallbacks, degraded=True))
         raise UpstreamUnavailable("every configured model failed", details={"models": fallbacks})
+
+    def _observe(self, call: ModelCall) -> ModelCall:
+        m = self._metrics
+        m.model_calls.labels(call.model_used, "success").inc()
+        m.tokens.labels(call.model_used, "input").inc(call.input_tokens)
+        m.tokens.labels(call.model_used, "output").inc(call.output_tokens)
+        m.cost.labels(call.model_used).inc(call.cost_usd)
+        return call
 
     async def _after_failure(self, model: str, failure: Failure) -> None:
         if failure.reason is Reason.RATE_LIMIT:

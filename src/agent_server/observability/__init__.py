@@ -1,0 +1,1 @@
+"""Logging and metrics: leaves that every layer may import."""

@@ -6,14 +6,22 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent_server.api.deps import AppResources
 from agent_server.api.schemas import Health, Readiness
+from agent_server.observability.metrics import Metrics
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition (all workers' samples in multiprocess mode)."""
+    collected: Metrics = request.app.state.metrics
+    return Response(collected.exposition(), media_type=collected.content_type)
 
 
 @router.get("/healthz", response_model=Health)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends
+import anyio
+from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 
 from agent_server.api.deps import Principal, Service, rate_limit
@@ -23,13 +24,18 @@ ERRORS = {
 
 
 @router.post("/message", response_model=ChatResponse, responses=ERRORS)
-async def send_message(body: ChatRequest, service: Service, principal: Principal) -> ChatResponse:
+async def send_message(
+    body: ChatRequest, request: Request, service: Service, principal: Principal
+) -> ChatResponse:
     turn = await service.start_turn(principal, body)
+    request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
     return await service.run_turn(turn)
 
 
-async def _events(service: ChatService, turn: PreparedTurn) -> AsyncIterator[dict[str, str]]:
-    async for event in service.stream_turn(turn):
+async def _events(
+    service: ChatService, turn: PreparedTurn, shutdown: anyio.Event
+) -> AsyncIterator[dict[str, str]]:
+    async for event in service.stream_turn(turn, shutdown=shutdown):
         yield event.encode()
 
 
@@ -46,11 +52,16 @@ async def _events(service: ChatService, turn: PreparedTurn) -> AsyncIterator[dic
     response_class=EventSourceResponse,
 )
 async def stream_message(
-    body: ChatRequest, service: Service, principal: Principal
+    body: ChatRequest, request: Request, service: Service, principal: Principal
 ) -> EventSourceResponse:
     turn = await service.start_turn(principal, body)
+    request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
+    shutdown = anyio.Event()
     return EventSourceResponse(
-        _events(service, turn),
+        _events(service, turn, shutdown),
         ping=service.settings.sse_ping_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        shutdown_event=shutdown,
+        # Leave the generator time to send its `shutting_down` farewell.
+        shutdown_grace_period=service.settings.shutdown_grace_seconds + 1,
     )

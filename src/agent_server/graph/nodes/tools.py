@@ -67,6 +67,10 @@ async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: A
             raise
         except Exception as exc:
             status, content = "error", f"Error: tool {name!r} failed: {type(exc).__name__}: {exc}"
+    elapsed = time.perf_counter() - started
+    deps.metrics.tool_calls.labels(name if tool else "unavailable", status).inc()
+    if tool is not None:
+        deps.metrics.tool_latency.labels(name).observe(elapsed)
     emit(
         {
             "event": "tool_end",
@@ -74,7 +78,7 @@ async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: A
             "name": name,
             "status": status,
             "output": content,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(elapsed * 1000, 2),
         }
     )
     return ToolMessage(content=content, tool_call_id=call_id, name=name, status=status)
