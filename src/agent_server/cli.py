@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 import uvicorn
 
 from agent_server.config import Settings
+from agent_server.observability.logging import configure_logging
 
 
 def _key_repository(settings: Settings):  # type: ignore[no-untyped-def]
@@ -32,9 +32,7 @@ def serve(settings: Settings) -> int:
     from agent_server.api.app import create_app
     from agent_server.api.auth import UnsafeConfiguration
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
         asyncio.run(_check_safe(settings))
     except UnsafeConfiguration as exc:
@@ -45,7 +43,11 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # ours (structlog) stays in charge
         proxy_headers=True,
+        # SIGTERM: stop accepting, give running turns the grace period (streams end
+        # themselves with `shutting_down` at its end), then close what is left.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds + 5,
     )
     return 0
 

@@ -26,6 +26,12 @@ def _add_request_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _drop_color_message(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn adds an ANSI-coloured copy of its message as an extra."""
+    event.pop("color_message", None)
+    return event
+
+
 def use_json(settings: Settings) -> bool:
     if settings.log_format == "json":
         return True
@@ -43,6 +49,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
