@@ -24,6 +24,7 @@ from agent_server.persistence.documents import DocumentStore
 from agent_server.persistence.repository import TranscriptRepository
 from agent_server.tools import build_tool_registry
 
+REDIS_TIMEOUT_SECONDS = 2.0
 HTTP_USER_AGENT = "agent-server/0.1 (+https://github.com/agent-server)"
 
 
@@ -73,7 +74,18 @@ def build_resources(settings: Settings, *, metrics: Metrics | None = None) -> Re
     http = httpx.AsyncClient(headers={"User-Agent": HTTP_USER_AGENT}, follow_redirects=True)
     transcript = TranscriptRepository(engine)
     metrics = metrics or Metrics()
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = (
+        Redis.from_url(
+            settings.redis_url,
+            # Fail fast when Redis is down: requests get a quick 503, never a hang.
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        if settings.redis_url
+        else None
+    )
     cooldowns = (
         RedisCooldowns(redis, prefix=settings.redis_key_prefix)
         if redis is not None

@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent_server.errors import AgentServerError
@@ -78,6 +80,11 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 
+async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("state store unreachable: %s", type(exc).__name__)
+    return error_response(503, "store_unavailable", "the state store is unreachable; retry shortly")
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -87,4 +94,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AgentServerError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisConnectionError, _store_down)
+    app.add_exception_handler(RedisTimeoutError, _store_down)
     app.add_exception_handler(Exception, _unhandled)
