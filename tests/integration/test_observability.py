@@ -248,14 +248,15 @@ async def test_sigterm_during_a_stream(
         try:
             await _wait_healthy(url, process)
             events: list[tuple[str, dict]] = []
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                async with aconnect_sse(
-                    client, "POST", "/api/chat/message/stream", json={"message": "weather in Seoul"}
-                ) as source:
-                    async for event in source.aiter_sse():
-                        events.append((event.event, json.loads(event.data)))
-                        if event.event == "tool_start":
-                            process.send_signal(signal.SIGTERM)
+            body = {"message": "weather in Seoul"}
+            async with (
+                httpx.AsyncClient(base_url=url, timeout=30) as client,
+                aconnect_sse(client, "POST", "/api/chat/message/stream", json=body) as source,
+            ):
+                async for event in source.aiter_sse():
+                    events.append((event.event, json.loads(event.data)))
+                    if event.event == "tool_start":
+                        process.send_signal(signal.SIGTERM)
             # uvicorn re-raises the signal after its graceful shutdown.
             assert process.wait(timeout=grace + 15) in (0, -signal.SIGTERM)
         finally:
