@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI
@@ -22,6 +23,7 @@ from agent_server.api.errors import install_error_handlers
 from agent_server.api.limits import RequestLimiter, TokenBudget, limits_storage
 from agent_server.api.locks import LocalSessionLocks, RedisSessionLocks, SessionLocks
 from agent_server.api.routes import documents, health, messages, models, sessions, tools
+from agent_server.api.schemas import ErrorResponse
 from agent_server.api.security import BodyLimitMiddleware, SecurityHeadersMiddleware
 from agent_server.api.service import ChatService
 from agent_server.config import Settings
@@ -34,6 +36,19 @@ from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.resources import Resources, build_resources
 
 log = get_logger(__name__)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Malformed JSON body"),
+    401: _error("Missing or invalid API key"),
+    413: _error("Request body too large"),
+    422: _error("Invalid request (`validation_error`, `invalid_model`, `invalid_tools`)"),
+}
+"""Errors any /api route can answer, documented with the one error shape we send."""
 
 
 def _locks(resources: Resources) -> SessionLocks:
@@ -107,6 +122,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     authenticated = [Depends(get_principal)]
     for module in (sessions, messages, documents, tools, models):
-        app.include_router(module.router, dependencies=authenticated)
+        app.include_router(module.router, dependencies=authenticated, responses=API_ERRORS)
     app.include_router(health.router)
     return app

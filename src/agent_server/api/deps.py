@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from agent_server.api.service import ChatService
 from agent_server.persistence.documents import DocumentStore
 from agent_server.resources import Resources
 
+# Declared for the OpenAPI schema (securitySchemes); `Authenticator` reads the headers.
+_bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
-async def get_principal(request: Request) -> str:
+
+async def get_principal(
+    request: Request,
+    _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+    _header_key: Annotated[str | None, Security(_api_key)] = None,
+) -> str:
     """The caller's principal id (never the key); 401 when a key is required."""
     principal = await request.app.state.auth.principal(request)
     request.state.principal = principal  # for the access log line
