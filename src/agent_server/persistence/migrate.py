@@ -1,18 +1,20 @@
 """Apply the Alembic migrations of the transcript schema.
 
 One way in for every entry point (app start, `agent-server db upgrade`, the
-graph loaded alone by LangGraph Studio), on the caller's async engine: Alembic
-runs synchronously inside `AsyncConnection.run_sync`, the pattern Alembic's
-cookbook gives for asyncio.
+graph loaded alone by LangGraph Studio). Alembic is synchronous (it reads its
+scripts from disk), so the upgrade runs in a worker thread on a *sync* engine
+for the same database (sqlite3 / psycopg): no event loop ever blocks on it,
+which `langgraph dev` (blockbuster) would reject outright.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from sqlalchemy import URL, Connection, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -26,9 +28,25 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}
+
+
+def sync_url(engine: AsyncEngine) -> URL:
+    url = engine.url
+    return url.set(drivername=SYNC_DRIVERS.get(url.drivername, url.drivername))
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+    await asyncio.to_thread(_upgrade_sync, sync_url(engine), revision)
+
+
+def _upgrade_sync(url: URL, revision: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), revision)
+    finally:
+        engine.dispose()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

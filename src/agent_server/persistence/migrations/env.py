@@ -27,7 +27,7 @@ connection = config.attributes.get("connection")
 if connection is not None:
     run(connection)
 else:
-    url = config.get_main_option("sqlalchemy.url") or ""
-    engine = create_engine(url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg"))
+    # By hand: `alembic -x` style use with a sync URL (sqlite:///..., postgresql+psycopg://...).
+    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.begin() as conn:
         run(conn)
