@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_key_prefix: str = "agent"
     """Prefix of every Redis key we write, so deployments can share a Redis."""
+    redis_cluster: bool = False
+    """`REDIS_URL` points at a Redis Cluster (any node); keys are slot-safe."""
+    checkpoints_per_thread: int | None = Field(20, ge=1)
+    """Redis keeps only this many latest checkpoints per session (unset = all)."""
     database_url: str = "sqlite+aiosqlite:///./data/agent.db"
     db_auto_migrate: bool = True
     """Apply pending migrations at start-up; off → start only if the schema is current."""

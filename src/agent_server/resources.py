@@ -8,9 +8,13 @@ are created by `prepare()` (or lazily on first use).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_server.config import Settings
@@ -37,7 +41,7 @@ class Resources:
     transcript: TranscriptRepository
     documents: DocumentStore
     deps: AgentDeps
-    redis: Redis | None = None
+    redis: Redis | RedisCluster | None = None
 
     async def prepare(self) -> None:
         if self.settings.db_auto_migrate:
@@ -62,6 +66,25 @@ class Resources:
         await self.engine.dispose()
 
 
+def connect_redis(settings: Settings) -> Redis | RedisCluster | None:
+    """The app's one Redis client (no I/O until first use). Raw bytes replies
+    (the checkpointer stores serialized values) and short timeouts: when Redis is
+    down, requests get a quick 503, never a hang."""
+    if not settings.redis_url:
+        return None
+    options: dict[str, Any] = {
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        # A pooled connection that died with a Redis restart is retried once on a
+        # fresh one; a Redis that is really down fails both attempts at once.
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        "retry_on_error": [RedisConnectionError],
+    }
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return Redis.from_url(settings.redis_url, health_check_interval=30, **options)
+
+
 def build_resources(settings: Settings, *, metrics: Metrics | None = None) -> Resources:
     settings.ensure_data_dirs()
     engine = create_engine(settings.database_url)
@@ -74,18 +97,7 @@ def build_resources(settings: Settings, *, metrics: Metrics | None = None) -> Re
     http = httpx.AsyncClient(headers={"User-Agent": HTTP_USER_AGENT}, follow_redirects=True)
     transcript = TranscriptRepository(engine)
     metrics = metrics or Metrics()
-    redis = (
-        Redis.from_url(
-            settings.redis_url,
-            # Fail fast when Redis is down: requests get a quick 503, never a hang.
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
-        if settings.redis_url
-        else None
-    )
+    redis = connect_redis(settings)
     cooldowns = (
         RedisCooldowns(redis, prefix=settings.redis_key_prefix)
         if redis is not None

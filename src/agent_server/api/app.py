@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if settings.daily_token_budget
                 else None
             )
-            async with open_checkpointer(settings) as saver:
+            async with open_checkpointer(settings, resources.redis) as saver:
                 checkpointer = InstrumentedSaver(saver, metrics.checkpointer_latency)
                 graph = build_graph(resources.deps, checkpointer=checkpointer)
                 app.state.settings = settings

@@ -14,7 +14,7 @@ import math
 import time
 
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 from redis.exceptions import RedisError
 
@@ -38,6 +38,12 @@ class BudgetExceeded(RateLimited):
 
 
 def limits_storage(settings: Settings) -> Storage:
+    if settings.redis_url and settings.redis_cluster:
+        return RedisClusterStorage(
+            "async+redis+cluster://" + settings.redis_url.split("://", 1)[1],
+            implementation="redispy",
+            key_prefix=f"{settings.redis_key_prefix}:limits",
+        )
     if settings.redis_url:
         return RedisStorage(
             f"async+{settings.redis_url}",

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
@@ -48,7 +48,9 @@ class RedisSessionLocks:
     """`{prefix}:lock:{<session_id>}` — redis-py's Lock (SET NX PX + token-checked
     release), extended every third of its TTL while held."""
 
-    def __init__(self, redis: Redis, *, prefix: str, ttl_seconds: float = 30.0) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, *, prefix: str, ttl_seconds: float = 30.0
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._ttl = ttl_seconds

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,11 @@ class RedisCooldowns:
     failure window). Model ids are opaque strings inside the key."""
 
     def __init__(
-        self, redis: Redis, *, prefix: str = "agent", failure_window_seconds: float = 300.0
+        self,
+        redis: Redis | RedisCluster,
+        *,
+        prefix: str = "agent",
+        failure_window_seconds: float = 300.0,
     ) -> None:
         self._redis = redis
         self._prefix = prefix

@@ -1,9 +1,9 @@
 """Redis storage layout of the checkpointer: key names, value encodings, Lua scripts.
 
 Everything `AsyncRedisSaver` stores lives here, next to the scripts that touch it,
-so the layout is written down once. Only core commands are used (strings, hashes,
-sets, sorted sets, Lua): it runs on Redis >= 6.2, Valkey, managed Redis and Redis
-Cluster without modules.
+so the layout is written down once. Only core commands are used (hashes, sets,
+sorted sets, Lua with its built-in cmsgpack): it runs on Redis >= 6, Valkey, managed
+Redis and Redis Cluster without modules.
 
 Key layout
 ----------
@@ -29,7 +29,8 @@ run atomically on it; every script touches only the keys it is given in `KEYS`
                          record (pending writes, like `checkpoint_writes`).
     <p>:{<thread>}:widx  ZSET  score 0, members = the fields of `w`, so the writes of
                          one checkpoint are one ZRANGEBYLEX away.
-    <p>:{<thread>}:ns    SET   checkpoint namespaces of the thread ("" is the root).
+    <p>:{<thread>}:ns    SET   checkpoint namespaces of the thread ("" is the root;
+                         subgraphs add "<node>:<task_id>" ones, a new one per run).
     <p>:{<thread>}:runs  ZSET  score 0, member "<run_id>\\0<ns>\\0<checkpoint_id>"
                          Finds a run's checkpoints for `adelete_for_runs`.
 
@@ -39,15 +40,17 @@ NUL bytes (LangGraph never produces them).
 Values
 ------
 - typed value: `<serde type>\\0<serde bytes>` (raw bytes from `dumps_typed`).
-- checkpoint record: `<n>:<header><typed body>`; the header is `n` bytes of
-  length-prefixed items (`<len>:<bytes>`): boundary flag, run_id, parent id, then
-  (channel, version) pairs of the checkpoint's channel_versions. Lua reads the
-  header (blob references, run id); only Python reads the body, a serde value of
-  `[checkpoint without channel_values, metadata]`.
-  The boundary flag is "1" when no DeltaChannel of the checkpoint depends on
-  ancestors' writes (metadata `counters_since_delta_snapshot` has no pending
-  updates); trimming never cuts the chain above the newest such checkpoint.
-- write record: items (task_path, task_id, idx, channel) + typed value.
+- checkpoint record: `<n>:<header><typed body>`. The header is an `n`-byte msgpack
+  array [boundary flag (0|1), run_id, parent id, blob field...], the blob fields
+  being those of the checkpoint's channel_versions: Lua reads it with `cmsgpack`
+  (HMGET of the blobs, reference counts, run index) without building strings. Only
+  Python reads the body, a serde value of [checkpoint without channel_values,
+  metadata]. The boundary flag is 1 when no DeltaChannel of the checkpoint depends
+  on ancestors' writes (metadata `counters_since_delta_snapshot` has no pending
+  updates); trimming never cuts the parent chain above the newest such checkpoint.
+- write record: length-prefixed items (`<len>:<bytes>`) task_path, task_id, idx,
+  channel, then the typed value; Python sorts a checkpoint's writes by
+  (task_path, task_id, idx), LangGraph's `writes_sort_key`.
 
 TTL
 ---
@@ -62,6 +65,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+import ormsgpack
 
 KEY_SUFFIXES = ("idx", "cp", "blob", "bref", "w", "widx", "ns", "runs")
 """The eight keys of a thread, in the order the Lua scripts expect them in KEYS."""
@@ -95,6 +101,16 @@ def thread_id_from_key(prefix: str, suffix: str, key: bytes) -> str:
 # --- value encodings ---------------------------------------------------------------------
 
 
+def blob_field(ns: str, channel: str, version: object) -> str:
+    """Field of a channel value in the `blob` and `bref` hashes."""
+    return f"{ns}\0{channel}\0{version}"
+
+
+def channel_of(field: str) -> str:
+    """Channel name of a `blob_field`."""
+    return field.split("\0", 2)[1]
+
+
 def _item(data: bytes) -> bytes:
     return b"%d:%s" % (len(data), data)
 
@@ -119,29 +135,24 @@ def pack_record(
     boundary: bool,
     run_id: str,
     parent_id: str | None,
-    channel_versions: Iterable[tuple[str, object]],
+    blob_fields: Iterable[str],
     body: tuple[str, bytes],
 ) -> bytes:
     """Encode a checkpoint record (see the module docstring)."""
-    parts = [
-        _item(b"1" if boundary else b"0"),
-        _item(run_id.encode()),
-        _item((parent_id or "").encode()),
-    ]
-    parts.extend(_item(ch.encode()) + _item(str(ver).encode()) for ch, ver in channel_versions)
-    header = b"".join(parts)
+    header = ormsgpack.packb([1 if boundary else 0, run_id, parent_id or "", *blob_fields])
     return b"%d:%s%s" % (len(header), header, pack_typed(body))
 
 
-def unpack_record(record: bytes) -> tuple[str | None, tuple[str, bytes]]:
-    """Decode a checkpoint record into (parent checkpoint id, typed body)."""
+def unpack_record(record: bytes) -> tuple[list[Any], tuple[str, bytes]]:
+    """Decode a checkpoint record into (header, typed body); see `RECORD_*` for the
+    header's fields."""
     colon = record.index(b":")
     body_start = colon + 1 + int(record[:colon])
-    pos = colon + 1
-    for _ in range(2):  # boundary flag, run_id
-        _, pos = _read_item(record, pos)
-    parent, _ = _read_item(record, pos)
-    return (parent.decode() or None), unpack_typed(record[body_start:])
+    return ormsgpack.unpackb(record[colon + 1 : body_start]), unpack_typed(record[body_start:])
+
+
+RECORD_BOUNDARY, RECORD_RUN_ID, RECORD_PARENT, RECORD_BLOBS = 0, 1, 2, 3
+"""Indexes into a record header: flag, run id, parent id, then the blob fields."""
 
 
 def pack_write(
@@ -192,6 +203,7 @@ _LIB = r"""
 local K_IDX, K_CP, K_BLOB, K_BREF = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_W, K_WIDX, K_NS, K_RUNS = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local SEP = '\0'
+local CHUNK = 500
 
 local function touch(ttl)
   if ttl > 0 then
@@ -199,23 +211,10 @@ local function touch(ttl)
   end
 end
 
--- length-prefixed items "<len>:<bytes>..." of s[pos..stop]
-local function items(s, pos, stop)
-  local out, n = {}, 0
-  while pos <= stop do
-    local c = string.find(s, ':', pos, true)
-    local len = tonumber(string.sub(s, pos, c - 1))
-    n = n + 1
-    out[n] = string.sub(s, c + 1, c + len)
-    pos = c + len + 1
-  end
-  return out
-end
-
--- header of a checkpoint record: {boundary, run_id, parent, ch1, ver1, ch2, ver2, ...}
+-- header of a checkpoint record: {boundary, run_id, parent_id, blob_field...}
 local function header(rec)
   local c = string.find(rec, ':', 1, true)
-  return items(rec, c + 1, c + tonumber(string.sub(rec, 1, c - 1)))
+  return cmsgpack.unpack(string.sub(rec, c + 1, c + tonumber(string.sub(rec, 1, c - 1))))
 end
 
 local function prefix_range(p)
@@ -226,28 +225,37 @@ local function ns_of(member)
   return string.match(member, '^(.*)%z')
 end
 
-local function hdel_all(key, fields)
-  for i = 1, #fields, 500 do
-    redis.call('HDEL', key, unpack(fields, i, math.min(i + 499, #fields)))
+-- HMGET of t[from..#t] (false where missing), chunked to stay within unpack limits
+local function hmget(key, t, from)
+  local out = {}
+  for i = from, #t, CHUNK do
+    local vals = redis.call('HMGET', key, unpack(t, i, math.min(i + CHUNK - 1, #t)))
+    for j = 1, #vals do out[#out + 1] = vals[j] end
+  end
+  return out
+end
+
+local function hdel(key, t)
+  for i = 1, #t, CHUNK do
+    redis.call('HDEL', key, unpack(t, i, math.min(i + CHUNK - 1, #t)))
   end
 end
 
-local function ref(ns, h, delta)
-  for i = 4, #h - 1, 2 do
-    local f = ns .. SEP .. h[i] .. SEP .. h[i + 1]
-    if redis.call('HINCRBY', K_BREF, f, delta) <= 0 then
-      redis.call('HDEL', K_BREF, f)
-      redis.call('HDEL', K_BLOB, f)
+-- add delta to the reference counts of a record's blobs; drop blobs nobody refers to
+local function ref(h, delta)
+  for i = 4, #h do
+    if redis.call('HINCRBY', K_BREF, h[i], delta) <= 0 then
+      redis.call('HDEL', K_BREF, h[i])
+      redis.call('HDEL', K_BLOB, h[i])
     end
   end
 end
 
 local function drop_checkpoint(member)
-  local ns = ns_of(member)
   local rec = redis.call('HGET', K_CP, member)
   if rec then
     local h = header(rec)
-    ref(ns, h, -1)
+    ref(h, -1)
     if h[2] ~= '' then redis.call('ZREM', K_RUNS, h[2] .. SEP .. member) end
     redis.call('HDEL', K_CP, member)
   end
@@ -255,7 +263,7 @@ local function drop_checkpoint(member)
   local lo, hi = prefix_range(member)
   local fields = redis.call('ZRANGEBYLEX', K_WIDX, lo, hi)
   if #fields > 0 then
-    hdel_all(K_W, fields)
+    hdel(K_W, fields)
     redis.call('ZREMRANGEBYLEX', K_WIDX, lo, hi)
   end
 end
@@ -270,7 +278,7 @@ local function trim(ns, keep)
   local cut = 0
   for j = #ids, 1, -1 do
     local rec = redis.call('HGET', K_CP, ids[j])
-    if (not rec) or header(rec)[1] == '1' then
+    if (not rec) or header(rec)[1] == 1 then
       cut = j
       break
     end
@@ -280,45 +288,59 @@ local function trim(ns, keep)
   return 0
 end
 
+-- bytewise a < b (Lua's own `<` uses the server's locale collation)
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- Drop subgraph namespaces whose newest checkpoint predates the oldest root checkpoint
+-- left: the root step that ran them is gone (a subgraph's checkpoints are all newer
+-- than the root checkpoint that scheduled it, and the latest root one is always kept).
+local function drop_stale_namespaces()
+  local lo, hi = prefix_range('')
+  local oldest = redis.call('ZRANGEBYLEX', K_IDX, lo, hi, 'LIMIT', 0, 1)[1]
+  if not oldest then return 0 end
+  oldest = string.sub(oldest, 2)
+  local dropped = 0
+  local namespaces = redis.call('SMEMBERS', K_NS)
+  table.sort(namespaces)
+  for _, ns in ipairs(namespaces) do
+    if ns ~= '' then
+      local nlo, nhi = prefix_range(ns)
+      local newest = redis.call('ZREVRANGEBYLEX', K_IDX, nhi, nlo, 'LIMIT', 0, 1)[1]
+      if (not newest) or before(string.sub(newest, #ns + 2), oldest) then
+        for _, m in ipairs(redis.call('ZRANGEBYLEX', K_IDX, nlo, nhi)) do
+          drop_checkpoint(m)
+          dropped = dropped + 1
+        end
+        redis.call('SREM', K_NS, ns)
+      end
+    end
+  end
+  return dropped
+end
+
 local function forget_ns_if_empty(ns)
   local lo, hi = prefix_range(ns)
   if redis.call('ZLEXCOUNT', K_IDX, lo, hi) == 0 then redis.call('SREM', K_NS, ns) end
 end
 
--- record + blobs + writes of one checkpoint member
+-- {id, record, {blob per header field, false if missing}, {write...}} of one member
 local function load_entry(member, ns, full)
   local rec = redis.call('HGET', K_CP, member)
   if not rec then return nil end
   local entry = {string.sub(member, #ns + 2), rec}
   if not full then return entry end
-  local h = header(rec)
-  local chans, fields = {}, {}
-  for i = 4, #h - 1, 2 do
-    chans[#chans + 1] = h[i]
-    fields[#fields + 1] = ns .. SEP .. h[i] .. SEP .. h[i + 1]
-  end
-  local blobs = {}
-  for i = 1, #fields, 500 do
-    local last = math.min(i + 499, #fields)
-    local vals = redis.call('HMGET', K_BLOB, unpack(fields, i, last))
-    for j = 1, last - i + 1 do
-      local v = vals[j]
-      if v and #v > 0 then
-        blobs[#blobs + 1] = chans[i + j - 1]
-        blobs[#blobs + 1] = v
-      end
-    end
-  end
+  entry[3] = hmget(K_BLOB, header(rec), 4)
   local lo, hi = prefix_range(member)
-  local wf = redis.call('ZRANGEBYLEX', K_WIDX, lo, hi)
   local writes = {}
-  for i = 1, #wf, 500 do
-    local vals = redis.call('HMGET', K_W, unpack(wf, i, math.min(i + 499, #wf)))
-    for j = 1, #vals do
-      if vals[j] then writes[#writes + 1] = vals[j] end
-    end
+  for _, v in ipairs(hmget(K_W, redis.call('ZRANGEBYLEX', K_WIDX, lo, hi), 1)) do
+    if v then writes[#writes + 1] = v end
   end
-  entry[3] = blobs
   entry[4] = writes
   return entry
 end
@@ -332,25 +354,27 @@ def _script(name: str, body: str) -> Script:
 PUT = _script(
     "put",
     r"""
--- ARGV: ttl_ms, keep, ns, checkpoint_id, record, run_id, then ("<ch>\0<ver>", blob) pairs
+-- ARGV: ttl_ms, keep, ns, member, record, run_id, then (blob field, blob) pairs
 local ttl, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ns, member, rec, run = ARGV[3], ARGV[3] .. SEP .. ARGV[4], ARGV[5], ARGV[6]
-for i = 7, #ARGV - 1, 2 do
-  redis.call('HSET', K_BLOB, ns .. SEP .. ARGV[i], ARGV[i + 1])
+local ns, member, rec, run = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+for i = 7, #ARGV, 2 * CHUNK do
+  redis.call('HSET', K_BLOB, unpack(ARGV, i, math.min(i + 2 * CHUNK - 1, #ARGV)))
 end
-ref(ns, header(rec), 1)
-local old = redis.call('HGET', K_CP, member)
-if old then
-  local h = header(old)
-  ref(ns, h, -1)
+ref(header(rec), 1)
+if redis.call('HSETNX', K_CP, member, rec) == 0 then  -- the same checkpoint again
+  local h = header(redis.call('HGET', K_CP, member))
+  ref(h, -1)
   if h[2] ~= '' then redis.call('ZREM', K_RUNS, h[2] .. SEP .. member) end
+  redis.call('HSET', K_CP, member, rec)
 end
-redis.call('HSET', K_CP, member, rec)
 redis.call('ZADD', K_IDX, 0, member)
 redis.call('SADD', K_NS, ns)
 if run ~= '' then redis.call('ZADD', K_RUNS, 0, run .. SEP .. member) end
 local trimmed = 0
-if keep > 0 then trimmed = trim(ns, keep) end
+if keep > 0 then
+  trimmed = trim(ns, keep)
+  if trimmed > 0 and ns == '' then trimmed = trimmed + drop_stale_namespaces() end
+end
 touch(ttl)
 return trimmed
 """,
@@ -379,10 +403,10 @@ READ = _script(
     "read",
     r"""
 -- ARGV: ttl_ms (0: no refresh), mode, ns, ...
---   latest                           -> newest checkpoint of ns
---   ids     <id>...                  -> these checkpoints
---   page    <before|''> <count> <0|1> -> newest `count` ids below `before`; 1: with values
--- returns {{id, record, {ch, blob, ...}, {write, ...}}, ...} (values only when full)
+--   latest                            -> newest checkpoint of ns
+--   ids     <id>...                   -> these checkpoints
+--   page    <before|''> <count> <0|1> -> newest `count` below `before`; 1: with values
+-- returns {{id, record, {blob...}, {write...}}, ...} (blobs and writes only when full)
 local ttl, mode, ns = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local lo, hi = prefix_range(ns)
 local members, full = {}, true
@@ -471,11 +495,10 @@ for _ = 1, tonumber(ARGV[2]) do
   local member, rec = ARGV[i], ARGV[i + 1]
   i = i + 2
   if redis.call('HSETNX', K_CP, member, rec) == 1 then
-    local ns = ns_of(member)
     local h = header(rec)
-    ref(ns, h, 1)
+    ref(h, 1)
     redis.call('ZADD', K_IDX, 0, member)
-    redis.call('SADD', K_NS, ns)
+    redis.call('SADD', K_NS, ns_of(member))
     if h[2] ~= '' then redis.call('ZADD', K_RUNS, 0, h[2] .. SEP .. member) end
   end
 end

@@ -1,0 +1,562 @@
+"""`AsyncRedisSaver`: LangGraph checkpoints on plain Redis, Cluster-safe, with a sliding TTL.
+
+Why our own: the official `langgraph-checkpoint-redis` needs RedisJSON/RediSearch
+(`unknown command 'FT.INFO'` on plain Redis), and the plain-Redis alternative loses
+channel values when a TTL is set and breaks on Cluster (`MGET` across slots). This
+saver uses only core commands and keeps each thread in one cluster slot; the key
+layout, value encodings and Lua scripts live in `redis_keys`.
+
+Round trips: `aput`, `aput_writes` and `aget_tuple` are one EVALSHA each (an EVAL
+once more if the server has not cached the script yet), `adelete_thread` is one
+UNLINK. Serialization is LangGraph's serde (`dumps_typed`/`loads_typed`), raw bytes.
+
+Trade-offs:
+- `alist(None, ...)` and `adelete_for_runs(...)` have no thread to start from and no
+  global registry key (it would live in one slot and grow forever), so they walk
+  the keyspace with SCAN in batches (`scan_count` keys per call, every primary on
+  Cluster): never one blocking KEYS, but their total cost grows with the keyspace.
+  Everything scoped to a thread only touches that thread's eight keys.
+- Across namespaces of one thread `alist` merges newest first by checkpoint id;
+  across threads it yields thread by thread (SCAN order), newest first within each.
+- Metadata filters are applied in Python (equality per top-level key); a filtered
+  `alist` reads records first and loads channel values only for the matches.
+- `acopy_thread` moves the whole thread through two Lua scripts (an atomic snapshot
+  of the source, an atomic merge into the target): Redis is busy for a time that
+  grows with the thread's size (about 1 ms per MB).
+- Trimming (`max_checkpoints_per_thread`) and `aprune(strategy="keep_latest")` are
+  DeltaChannel-aware: they keep older checkpoints back to the newest one whose delta
+  channels need no ancestor writes. `adelete_for_runs` deletes exactly what it is
+  asked to, as the base class documents.
+
+The saver is async-only: the sync methods raise `NotImplementedError`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from operator import itemgetter
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    PendingWrite,
+    SerializerProtocol,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import NoScriptError
+
+from agent_server.persistence.redis_keys import (
+    COPY_IN,
+    COPY_OUT,
+    DELETE_RUNS,
+    EMPTY,
+    PRUNE,
+    PUT,
+    PUT_WRITES,
+    READ,
+    RECORD_BLOBS,
+    RECORD_PARENT,
+    Script,
+    blob_field,
+    channel_of,
+    pack_record,
+    pack_typed,
+    pack_write,
+    thread_id_from_key,
+    thread_keys,
+    thread_pattern,
+    unpack_record,
+    unpack_typed,
+    unpack_write,
+)
+
+RedisClient = Redis | RedisCluster
+PAGE_SIZE = 25
+"""Checkpoints fetched per round trip by `alist`. Each comes with its channel values,
+so the page stays small: a reply holds PAGE_SIZE full states."""
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+_write_order = itemgetter(0, 1, 2)  # (task_path, task_id, idx), LangGraph's writes_sort_key
+
+
+def _async_only(method: str) -> NotImplementedError:
+    return NotImplementedError(f"AsyncRedisSaver is async-only: use {method}")
+
+
+def _namespace(configurable: dict[str, Any]) -> str:
+    ns = configurable.get("checkpoint_ns", "")
+    if "\0" in ns:  # NUL separates the parts of members and fields
+        raise ValueError(f"checkpoint_ns must not contain NUL bytes: {ns!r}")
+    return ns
+
+
+def _is_delta_boundary(metadata: CheckpointMetadata) -> bool:
+    """True when no DeltaChannel of this checkpoint needs ancestors' writes to rebuild."""
+    counters = metadata.get("counters_since_delta_snapshot")
+    if not counters:
+        return True
+    try:
+        return all(int(updates) == 0 for updates, _ in counters.values())
+    except (TypeError, ValueError):
+        return False
+
+
+class AsyncRedisSaver(BaseCheckpointSaver[str]):
+    """LangGraph checkpoint saver on core Redis commands (Redis >= 6, Valkey, Cluster).
+
+    Args:
+        client: a `redis.asyncio.Redis` or `RedisCluster` with `decode_responses=False`;
+            the caller owns it (the saver never closes it).
+        ttl_seconds: sliding idle TTL of a thread. Every write refreshes the expiry of
+            all the thread's keys (every namespace); `None` keeps threads forever.
+        max_checkpoints_per_thread: keep only the newest K checkpoints per
+            (thread, namespace) on each `aput`, deleting older ones with their writes
+            and the channel values nobody refers to any more. Subgraph namespaces
+            whose root step was trimmed away go too (a default subgraph gets a new
+            namespace per run). `None` keeps all.
+        key_prefix: namespace of every key (`<prefix>:{<thread_id>}:...`).
+        refresh_on_read: reads refresh the TTL too (only when `ttl_seconds` is set).
+        scan_count: SCAN batch size for the cross-thread operations.
+        serde: LangGraph serializer; defaults to `JsonPlusSerializer`.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        ttl_seconds: float | None = None,
+        max_checkpoints_per_thread: int | None = None,
+        key_prefix: str = "agent",
+        refresh_on_read: bool = True,
+        scan_count: int = 500,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        if client.get_encoder().decode_responses:
+            raise ValueError("AsyncRedisSaver needs a client with decode_responses=False")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive or None")
+        if max_checkpoints_per_thread is not None and max_checkpoints_per_thread < 1:
+            raise ValueError("max_checkpoints_per_thread must be >= 1 or None")
+        if not key_prefix or any(ch in key_prefix for ch in "{}"):
+            raise ValueError("key_prefix must be non-empty and contain no braces")
+        self.client = client
+        self.key_prefix = key_prefix
+        self.ttl_seconds = ttl_seconds
+        self.max_checkpoints_per_thread = max_checkpoints_per_thread
+        self.refresh_on_read = refresh_on_read
+        self.scan_count = scan_count
+        self._ttl_ms = max(1, round(ttl_seconds * 1000)) if ttl_seconds else 0
+        self._read_ttl_ms = self._ttl_ms if refresh_on_read else 0
+        self._keep = max_checkpoints_per_thread or 0
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls,
+        conn_string: str,
+        *,
+        ttl_seconds: float | None = None,
+        max_checkpoints_per_thread: int | None = None,
+        key_prefix: str = "agent",
+        refresh_on_read: bool = True,
+        cluster: bool = False,
+        serde: SerializerProtocol | None = None,
+        **client_kwargs: Any,
+    ) -> AsyncIterator[AsyncRedisSaver]:
+        """Open a client on `conn_string` (a `RedisCluster` when `cluster=True`) for the
+        lifetime of the context, and close it after."""
+        factory = RedisCluster if cluster else Redis
+        client = factory.from_url(conn_string, **{**client_kwargs, "decode_responses": False})
+        try:
+            yield cls(
+                client,
+                ttl_seconds=ttl_seconds,
+                max_checkpoints_per_thread=max_checkpoints_per_thread,
+                key_prefix=key_prefix,
+                refresh_on_read=refresh_on_read,
+                serde=serde,
+            )
+        finally:
+            await client.aclose()
+
+    async def setup(self) -> None:
+        """Nothing to migrate; checks the connection and preloads the Lua scripts."""
+        for script in (PUT, PUT_WRITES, READ, PRUNE, DELETE_RUNS, COPY_OUT, COPY_IN):
+            await self.client.script_load(script.source)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _keys(self, thread_id: str) -> list[str]:
+        return thread_keys(self.key_prefix, str(thread_id))
+
+    async def _eval(self, script: Script, keys: list[str], *args: Any) -> Any:
+        try:
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.client.eval(script.source, len(keys), *keys, *args)
+
+    async def _scan_threads(self, suffix: str) -> AsyncIterator[str]:
+        """Thread ids having a `suffix` key, via incremental SCAN (deduplicated)."""
+        seen: set[str] = set()
+        pattern = thread_pattern(self.key_prefix, suffix)
+        async for key in self.client.scan_iter(match=pattern, count=self.scan_count):
+            thread_id = thread_id_from_key(self.key_prefix, suffix, key)
+            if thread_id not in seen:
+                seen.add(thread_id)
+                yield thread_id
+
+    def _tuple(self, thread_id: str, ns: str, entry: list[Any]) -> CheckpointTuple:
+        checkpoint_id, record, blobs, writes = entry
+        header, body = unpack_record(record)
+        loads = self.serde.loads_typed
+        checkpoint, metadata = loads(body)
+        channel_values = {
+            channel_of(field): loads(unpack_typed(blob))
+            for field, blob in zip(header[RECORD_BLOBS:], blobs, strict=True)
+            if blob
+        }
+        pending: list[PendingWrite] = [
+            (task_id, channel, loads(typed))
+            for _, task_id, _, channel, typed in sorted(map(unpack_write, writes), key=_write_order)
+        ]
+        parent_id = header[RECORD_PARENT]
+        return CheckpointTuple(
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id.decode(),
+                }
+            },
+            checkpoint={**checkpoint, "channel_values": channel_values},
+            metadata=metadata,
+            parent_config=(
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": parent_id,
+                    }
+                }
+                if parent_id
+                else None
+            ),
+            pending_writes=pending,
+        )
+
+    def _matches(self, record: bytes, filter: dict[str, Any]) -> bool:
+        _, metadata = self.serde.loads_typed(unpack_record(record)[1])
+        return all(metadata.get(key) == value for key, value in filter.items())
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint, its new channel values and metadata in one round trip."""
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        ns = _namespace(configurable)
+        stored = checkpoint.copy()
+        values = stored.pop("channel_values")  # type: ignore[misc]
+        full_metadata = get_checkpoint_metadata(config, metadata)
+        run_id = str(full_metadata.get("run_id") or "")
+        dumps = self.serde.dumps_typed
+        record = pack_record(
+            boundary=_is_delta_boundary(full_metadata),
+            run_id=run_id,
+            parent_id=configurable.get("checkpoint_id"),
+            blob_fields=[
+                blob_field(ns, channel, version)
+                for channel, version in checkpoint["channel_versions"].items()
+            ],
+            body=dumps([stored, full_metadata]),
+        )
+        args: list[Any] = [
+            self._ttl_ms,
+            self._keep,
+            ns,
+            f"{ns}\0{checkpoint['id']}",
+            record,
+            run_id,
+        ]
+        for channel, version in new_versions.items():
+            args.append(blob_field(ns, channel, version))
+            args.append(pack_typed(dumps(values[channel])) if channel in values else EMPTY)
+        await self._eval(PUT, self._keys(thread_id), *args)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's pending writes in one round trip. Special writes (error,
+        interrupt, ...) overwrite; regular ones never replace an existing (task, idx)."""
+        if not writes:
+            return
+        configurable = config["configurable"]
+        ns = _namespace(configurable)
+        prefix = f"{ns}\0{configurable['checkpoint_id']}\0{task_id}\0"
+        dumps = self.serde.dumps_typed
+        args: list[Any] = [self._ttl_ms, prefix]
+        for idx, (channel, value) in enumerate(writes):
+            write_idx = WRITES_IDX_MAP.get(channel, idx)
+            args.append(write_idx)
+            args.append(1 if write_idx < 0 else 0)
+            args.append(pack_write(task_path, task_id, write_idx, channel, dumps(value)))
+        await self._eval(PUT_WRITES, self._keys(configurable["thread_id"]), *args)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint named by `config`, or the thread's latest, in one round trip."""
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        ns = _namespace(configurable)
+        keys = self._keys(thread_id)
+        if checkpoint_id := get_checkpoint_id(config):
+            entries = await self._eval(READ, keys, self._read_ttl_ms, "ids", ns, checkpoint_id)
+        else:
+            entries = await self._eval(READ, keys, self._read_ttl_ms, "latest", ns)
+        return self._tuple(thread_id, ns, entries[0]) if entries else None
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Checkpoints newest first. `config=None` lists every thread (SCAN in batches);
+        a config without `checkpoint_ns` lists all namespaces of its thread."""
+        if limit is not None and limit <= 0:
+            return
+        ns = config["configurable"].get("checkpoint_ns") if config else None
+        checkpoint_id = get_checkpoint_id(config) if config else None
+        before_id = get_checkpoint_id(before) if before else None
+        page = min(limit, PAGE_SIZE) if limit and not filter else PAGE_SIZE
+        threads: AsyncIterator[str] = (
+            _single(config["configurable"]["thread_id"]) if config else self._scan_threads("idx")
+        )
+        remaining = limit
+        async for thread_id in threads:
+            async for tup in self._list_thread(
+                thread_id, ns, checkpoint_id, before_id, filter or {}, page
+            ):
+                yield tup
+                if remaining is not None:
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+
+    async def _list_thread(
+        self,
+        thread_id: str,
+        ns: str | None,
+        checkpoint_id: str | None,
+        before_id: str | None,
+        filter: dict[str, Any],
+        page: int,
+    ) -> AsyncIterator[CheckpointTuple]:
+        keys = self._keys(thread_id)
+        if ns is not None:
+            namespaces = [ns]
+        else:
+            namespaces = sorted(member.decode() for member in await self.client.smembers(keys[6]))
+        if checkpoint_id:
+            if before_id and checkpoint_id >= before_id:
+                return
+            for namespace in namespaces:
+                for entry in await self._eval(
+                    READ, keys, self._read_ttl_ms, "ids", namespace, checkpoint_id
+                ):
+                    if self._matches(entry[1], filter):
+                        yield self._tuple(thread_id, namespace, entry)
+            return
+        streams = [
+            self._list_namespace(keys, thread_id, namespace, before_id, filter, page)
+            for namespace in namespaces
+        ]
+        try:
+            async for tup in _merge_newest_first(streams):
+                yield tup
+        finally:
+            for stream in streams:
+                await stream.aclose()
+
+    async def _list_namespace(
+        self,
+        keys: list[str],
+        thread_id: str,
+        ns: str,
+        before_id: str | None,
+        filter: dict[str, Any],
+        page: int,
+    ) -> AsyncIterator[CheckpointTuple]:
+        bound = before_id or ""
+        full = "0" if filter else "1"
+        while True:
+            entries = await self._eval(READ, keys, self._read_ttl_ms, "page", ns, bound, page, full)
+            if not entries:
+                return
+            bound = entries[-1][0].decode()
+            if filter:
+                wanted = [entry[0] for entry in entries if self._matches(entry[1], filter)]
+                if wanted:
+                    for entry in await self._eval(
+                        READ, keys, self._read_ttl_ms, "ids", ns, *wanted
+                    ):
+                        yield self._tuple(thread_id, ns, entry)
+            else:
+                for entry in entries:
+                    yield self._tuple(thread_id, ns, entry)
+            if len(entries) < page:
+                return
+
+    # --- thread maintenance ---------------------------------------------------------------
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, write and channel value of the thread (one UNLINK)."""
+        await self.client.unlink(*self._keys(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) created by these runs, in every
+        thread. Walks the threads that recorded run ids with SCAN."""
+        runs = [str(run_id) for run_id in run_ids]
+        if not runs:
+            return
+        async for thread_id in self._scan_threads("runs"):
+            await self._eval(DELETE_RUNS, self._keys(thread_id), self._ttl_ms, *runs)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, write and channel value of one thread into another,
+        merging with what the target already holds. Two round trips (the two threads
+        may live on different cluster nodes)."""
+        checkpoints, blobs, writes = await self._eval(
+            COPY_OUT, self._keys(source_thread_id), self._read_ttl_ms
+        )
+        if not checkpoints:
+            return
+        await self._eval(
+            COPY_IN,
+            self._keys(target_thread_id),
+            self._ttl_ms,
+            len(checkpoints) // 2,
+            *checkpoints,
+            len(blobs) // 2,
+            *blobs,
+            *writes,
+        )
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """`keep_latest`: keep the newest checkpoint per namespace (plus DeltaChannel
+        ancestors it needs); `delete`: delete the threads."""
+        if strategy not in PRUNE_STRATEGIES:
+            raise ValueError(f"unknown prune strategy {strategy!r}; use one of {PRUNE_STRATEGIES}")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                await self.adelete_thread(thread_id)
+            else:
+                await self._eval(PRUNE, self._keys(thread_id), self._ttl_ms, 1)
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        next_v = current_v + 1
+        next_h = random.random()
+        return f"{next_v:032}.{next_h:016}"
+
+    # --- sync API: not supported ----------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        raise _async_only("aget_tuple")
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        raise _async_only("alist")
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        raise _async_only("aput")
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        raise _async_only("aput_writes")
+
+    def delete_thread(self, thread_id: str) -> None:
+        raise _async_only("adelete_thread")
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        raise _async_only("adelete_for_runs")
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        raise _async_only("acopy_thread")
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        raise _async_only("aprune")
+
+
+async def _single(value: str) -> AsyncIterator[str]:
+    yield value
+
+
+async def _merge_newest_first(
+    streams: list[AsyncIterator[CheckpointTuple]],
+) -> AsyncIterator[CheckpointTuple]:
+    """Merge per-namespace streams (each newest first) by descending checkpoint id."""
+    heads: list[tuple[CheckpointTuple, AsyncIterator[CheckpointTuple]]] = []
+    for stream in streams:
+        if (first := await anext(stream, None)) is not None:
+            heads.append((first, stream))
+    while heads:
+        best = max(range(len(heads)), key=lambda i: heads[i][0].checkpoint["id"])
+        tup, stream = heads[best]
+        yield tup
+        if (following := await anext(stream, None)) is None:
+            heads.pop(best)
+        else:
+            heads[best] = (following, stream)

@@ -1,0 +1,228 @@
+"""Throwaway Redis servers for tests: a standalone `redis-server` or a 3-master Cluster
+on free ports, started as subprocesses and stopped by the caller (context managers).
+
+Nothing here touches the machine's shared Redis on 6379. When `redis-server` is not
+installed the tests skip, except under `CI=true`, where they fail loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import Connection, ConnectionPool
+
+STARTUP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(1000):
+        port = random.randint(20000, 40000)
+        if _is_free(port) and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def require_redis_binaries() -> None:
+    """Skip when redis-server/redis-cli are missing; fail instead under CI=true."""
+    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} not installed"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{message} (required under CI=true)")
+    pytest.skip(message)
+
+
+def _wait_for_ping(port: int, process: subprocess.Popen[bytes], logfile: Path) -> None:
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    try:
+        while True:
+            if process.poll() is not None:
+                log = logfile.read_text()[-2000:] if logfile.exists() else ""
+                raise RuntimeError(
+                    f"redis-server on port {port} exited with {process.returncode}:\n{log}"
+                )
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {port} did not start")
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
+@contextmanager
+def redis_server(
+    *extra_args: str, port: int | None = None, workdir: Path | None = None
+) -> Iterator[int]:
+    """Run one `redis-server` (no persistence) on a free port; yield the port."""
+    port = port or free_port()
+    with ExitStack() as stack:
+        directory = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        logfile = directory / f"redis-{port}.log"
+        process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(directory),
+                "--logfile",
+                str(logfile),
+                *extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_ping(port, process, logfile)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[list[int]]:
+    """Run a Redis Cluster of `masters` primaries (no replicas); yield their ports."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        ports = []
+        for _ in range(masters):
+            port = stack.enter_context(
+                redis_server(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"{tmp}/nodes-{uuid.uuid4().hex}.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    port=free_cluster_port(),
+                    workdir=Path(tmp),
+                )
+            )
+            ports.append(port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=30,
+        )
+        _wait_for_cluster_ok(ports)
+        yield ports
+
+
+def _wait_for_cluster_ok(ports: list[int]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    for port in ports:
+        client = redis.Redis(port=port)
+        try:
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster node {port} never reached cluster_state:ok")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+
+# --- counting what a client sends --------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """What a client sent: one `round_trips` per write to the socket (a pipeline is
+    one), one `commands` entry per command name in it."""
+
+    round_trips: int = 0
+    commands: list[str] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.round_trips = 0
+        self.commands.clear()
+
+
+class CountingConnection(Connection):
+    """A connection that records every command it sends into `traffic`."""
+
+    def __init__(self, *args: object, traffic: Traffic, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.traffic = traffic
+
+    async def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        self.traffic.round_trips += 1
+        await super().send_packed_command(command, check_health)
+
+    def pack_command(self, *args):  # type: ignore[no-untyped-def]
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        self.traffic.commands.append(name.split()[0].upper())
+        return super().pack_command(*args)
+
+
+def counting_client(port: int, traffic: Traffic) -> Redis:
+    """An asyncio client on 127.0.0.1:`port` that records its traffic."""
+    pool = ConnectionPool(
+        host="127.0.0.1",
+        port=port,
+        decode_responses=False,
+        connection_class=CountingConnection,
+        traffic=traffic,
+    )
+    return Redis.from_pool(pool)
+
+
+def cluster_client(ports: list[int]) -> RedisCluster:
+    return RedisCluster(host="127.0.0.1", port=ports[0], decode_responses=False)
