@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,6 +39,7 @@ from agent_server.errors import (
 from agent_server.graph.state import AgentDeps, RunOptions, TurnSummary, new_turn
 from agent_server.observability.logging import get_logger
 from agent_server.observability.metrics import Metrics
+from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.persistence.repository import SessionInfo, TurnRecord
 
 log = get_logger(__name__)
@@ -69,7 +69,7 @@ class ChatService:
         self,
         *,
         graph: CompiledStateGraph,
-        checkpointer: BaseCheckpointSaver,
+        checkpointer: InstrumentedSaver,
         deps: AgentDeps,
         locks: SessionLocks,
         metrics: Metrics,
@@ -166,7 +166,7 @@ class ChatService:
         graph_input = new_turn(turn.message, turn.turn_id)
         if turn.new_session:
             return graph_input
-        if await self._checkpointer.aget_tuple(self._config(turn)) is not None:
+        if await self._checkpointer.athread_exists(turn.session.id):
             return graph_input
         window = max(1, self.settings.history_window // 2)
         turns = await self._deps.transcript.recent_turns(turn.session.id, limit=window)

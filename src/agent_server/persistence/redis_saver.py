@@ -439,6 +439,11 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
 
     # --- thread maintenance ---------------------------------------------------------------
 
+    async def athread_exists(self, thread_id: str) -> bool:
+        """Whether the thread has any checkpoint: one EXISTS on its index, without
+        reading or deserializing the checkpoint (the app asks this every turn)."""
+        return bool(await self.client.exists(self._keys(thread_id)[0]))
+
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and channel value of the thread (one UNLINK)."""
         await self.client.unlink(*self._keys(thread_id))
