@@ -25,13 +25,9 @@ import redis
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection, ConnectionPool
 
+from tests.support.servers import free_port
+
 STARTUP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _is_free(port: int) -> bool:
