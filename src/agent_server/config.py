@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     """Prefix of every Redis key we write, so deployments can share a Redis."""
     redis_cluster: bool = False
     """`REDIS_URL` points at a Redis Cluster (any node); keys are slot-safe."""
+    checkpoint_durability: Literal["exit", "async", "sync"] = "exit"
+    """When LangGraph writes checkpoints during a turn. `exit`: once, when the turn
+    ends (SQL is the source of truth and a cut-off turn is not kept anyway);
+    `async`/`sync`: after every step, for mid-turn resumption, at about five times the writes."""
     checkpoints_per_thread: int | None = Field(20, ge=1)
     """Redis keeps only this many latest checkpoints per session (unset = all)."""
     database_url: str = "sqlite+aiosqlite:///./data/agent.db"

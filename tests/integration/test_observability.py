@@ -108,7 +108,8 @@ async def test_metrics_after_a_scripted_turn(tmp_path: Path) -> None:
     assert value(metrics, "agent_turns_total", degraded="false") == 1
     assert value(metrics, "agent_active_runs") == 0
     assert value(metrics, "agent_open_streams") == 0
-    assert value(metrics, "agent_checkpointer_duration_seconds_count", operation="put") >= 2
+    # CHECKPOINT_DURABILITY=exit: one checkpoint write for the whole turn.
+    assert value(metrics, "agent_checkpointer_duration_seconds_count", operation="put") == 1
     assert value(metrics, "agent_checkpointer_duration_seconds_count", operation="get_tuple") >= 1
 
 

@@ -215,7 +215,10 @@ class ChatService:
         try:
             with store_errors():
                 final = await self._graph.ainvoke(
-                    await self._input(turn), self._config(turn), context=turn.options
+                    await self._input(turn),
+                    self._config(turn),
+                    context=turn.options,
+                    durability=self.settings.checkpoint_durability,
                 )
             return await self._finish(turn, final["last_turn"])
         except AgentServerError as exc:
@@ -249,6 +252,7 @@ class ChatService:
                 self._config(turn),
                 context=replace(turn.options, stream=True),
                 stream_mode=["messages", "custom", "updates"],
+                durability=self.settings.checkpoint_durability,
             )
             async with aclosing(stream):
                 items = bounded(
