@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -95,6 +95,7 @@ class TranscriptRepository:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
+        self._statements: tuple[Any, Any, Any] | None = None
 
     async def create_schema(self) -> None:
         """Apply the migrations. Idempotent; also run lazily on first use so the graph
@@ -180,55 +181,68 @@ class TranscriptRepository:
 
         Returns whether a row was written. The session row is created on the fly
         for threads that did not come through our API (LangGraph Studio), and its
-        `last_active_at` and title are updated in the same transaction.
+        `last_active_at` and title are updated in the same transaction. The three
+        statements are built once (`_turn_statements`) and get their values as
+        parameters, so SQLAlchemy compiles and caches them once instead of
+        computing a cache key from inline values on every turn.
         """
         now = utcnow()
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        session_stmt = (
-            insert(SessionRow)
-            .values(
-                id=turn.session_id,
-                owner=owner,
-                title=_title_from(turn.user_message),
-                created_at=now,
-                last_active_at=now,
+        title = _title_from(turn.user_message)
+        upsert_session, insert_turn, touch_session = self._turn_statements()
+        if not self._schema_ready:
+            await self.create_schema()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                upsert_session,
+                {
+                    "id": turn.session_id,
+                    "owner": owner,
+                    "title": title,
+                    "created_at": now,
+                    "last_active_at": now,
+                },
             )
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-        turn_stmt = (
-            insert(TurnRow)
-            .values(
-                turn_id=turn.turn_id,
-                session_id=turn.session_id,
-                user_message=turn.user_message,
-                assistant_message=turn.assistant_message,
-                tools_used=turn.tools_used,
-                model_used=turn.model_used,
-                input_tokens=turn.input_tokens,
-                output_tokens=turn.output_tokens,
-                cost_usd=turn.cost_usd,
-                latency_ms=turn.latency_ms,
-                fallbacks=turn.fallbacks,
-                degraded=turn.degraded,
-                metadata=turn.metadata,
-                created_at=now,
+            result = await conn.execute(
+                insert_turn,
+                {
+                    "turn_id": turn.turn_id,
+                    "session_id": turn.session_id,
+                    "user_message": turn.user_message,
+                    "assistant_message": turn.assistant_message,
+                    "tools_used": turn.tools_used,
+                    "model_used": turn.model_used,
+                    "input_tokens": turn.input_tokens,
+                    "output_tokens": turn.output_tokens,
+                    "cost_usd": turn.cost_usd,
+                    "latency_ms": turn.latency_ms,
+                    "fallbacks": turn.fallbacks,
+                    "degraded": turn.degraded,
+                    "metadata": turn.metadata,
+                    "created_at": now,
+                },
             )
-            .on_conflict_do_nothing(index_elements=["turn_id"])
-        )
-        async with self._session() as session, session.begin():
-            await session.execute(session_stmt)
-            result = await session.execute(turn_stmt)
             inserted = bool(result.rowcount)
             if inserted:
-                await session.execute(
-                    update(SessionRow)
-                    .where(SessionRow.id == turn.session_id)
-                    .values(
-                        last_active_at=now,
-                        title=func.coalesce(SessionRow.title, _title_from(turn.user_message)),
-                    )
+                await conn.execute(
+                    touch_session, {"sid": turn.session_id, "now": now, "title": title}
                 )
         return inserted
+
+    def _turn_statements(self) -> tuple[Any, Any, Any]:
+        if self._statements is None:
+            dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+            sessions, turns = SessionRow.__table__, TurnRow.__table__
+            self._statements = (
+                dialect.insert(sessions).on_conflict_do_nothing(index_elements=["id"]),
+                dialect.insert(turns).on_conflict_do_nothing(index_elements=["turn_id"]),
+                sessions.update()
+                .where(sessions.c.id == bindparam("sid"))
+                .values(
+                    last_active_at=bindparam("now"),
+                    title=func.coalesce(sessions.c.title, bindparam("title")),
+                ),
+            )
+        return self._statements
 
     async def list_turns(self, session_id: str, *, limit: int, offset: int = 0) -> list[TurnRecord]:
         """Oldest first, so a client can render the conversation as returned."""
