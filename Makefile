@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint format studio clean
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: install run test lint format studio bench bench-quick clean
 
 # Re-install only when the project's dependency list changes.
 $(STAMP): pyproject.toml
@@ -12,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 install: $(STAMP)
 
@@ -22,12 +28,20 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests graphs
-	$(BIN)/ruff format --check src tests graphs
+	$(BIN)/ruff check src tests graphs bench
+	$(BIN)/ruff format --check src tests graphs bench
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests graphs
-	$(BIN)/ruff check --fix src tests graphs
+	$(BIN)/ruff format src tests graphs bench
+	$(BIN)/ruff check --fix src tests graphs bench
+
+# Benchmarks (bench/): results in bench/results/, a chart and a markdown table.
+# Uses the machine's Redis (127.0.0.1:6379) and PostgreSQL when present.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run --quick
 
 # LangGraph Studio's local server, fully offline.
 studio: $(STAMP)

@@ -320,3 +320,51 @@ def fake_upstream() -> Iterator[FakeUpstream]:
     with serve_in_thread(upstream.app()) as url:
         upstream.base_url = f"{url}/v1"
         yield upstream
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a fixed text reply for any model in this process (benchmarks run it apart,
+    so its CPU never competes with the client's event loop):
+
+        python -m tests.support.fake_upstream --port 8001 \\
+            --first-token-latency 0.05 --tokens-per-second 200 --words 50
+
+    Streams one chunk per word (`--tokens-per-second` apart, after
+    `--first-token-latency`); `GET /healthz` answers 200 once it is serving. Only the
+    last 100 requests are kept, so a long benchmark does not grow its memory.
+    """
+    import argparse
+
+    import uvicorn
+    from starlette.responses import PlainTextResponse
+
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--first-token-latency", type=float, default=0.0, help="seconds")
+    parser.add_argument(
+        "--tokens-per-second", type=float, default=0.0, help="0 = as fast as possible"
+    )
+    parser.add_argument("--words", type=int, default=50, help="words in the reply")
+    args = parser.parse_args(argv)
+
+    upstream = FakeUpstream()
+    upstream.requests = deque(maxlen=100)  # type: ignore[assignment]
+    vocabulary = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
+    reply = " ".join(vocabulary[i % len(vocabulary)] for i in range(max(1, args.words)))
+    upstream.default = text(
+        reply,
+        first_token_latency=args.first_token_latency,
+        tokens_per_second=args.tokens_per_second or None,
+    )
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[*upstream.app().routes, Route("/healthz", healthz)])
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,372 @@
+"""From the sections' JSON to what people read: a markdown table, targets, a chart.
+
+Kept apart from the measuring code so a report can be re-rendered from saved
+results (`python -m bench.report bench/results/summary.json`) without re-running
+anything, and so the measuring modules carry no formatting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "http_redis_c8_vs_floor": 0.60,
+    "stream_ttft_overhead_p50_ms": 2.0,
+    "stream_ttft_overhead_p99_ms": 10.0,
+    "many_streams_errors": 0,
+    "many_streams_rss_peak_mb": 300.0,
+    "peer_speedup_c50": 20.0,
+}
+VARIANT_LABELS = {
+    "embedded": "HTTP, embedded (SQLite)",
+    "redis": "HTTP, Redis",
+    "redis_postgres": "HTTP, Redis + Postgres",
+}
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def floor_rates(summary: dict[str, Any]) -> dict[str, float]:
+    """The floor per workload: InMemorySaver, in-process, concurrency 1."""
+    rates: dict[str, float] = {}
+    for row in (summary.get("floor") or {}).get("rows", []):
+        if row.get("saver") == "inmemory" and row.get("concurrency") == 1:
+            rates[row["workload"]] = row["turns_per_s"]
+    return rates
+
+
+def _http_row(summary: dict[str, Any], variant: str, workload: str, c: int) -> dict | None:
+    facts = ((summary.get("http") or {}).get("variants") or {}).get(variant) or {}
+    for row in facts.get("rows", []):
+        if row["workload"] == workload and row["concurrency"] == c:
+            return row
+    return None
+
+
+def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it is met (None: not measured)."""
+    out: list[dict[str, Any]] = []
+    floors = floor_rates(summary)
+    for workload in ("fresh", "session"):
+        row = _http_row(summary, "redis", workload, 8)
+        value = row["turns_per_s"] / floors[workload] if row and floors.get(workload) else None
+        out.append(
+            {
+                "target": f"HTTP turns/s, c=8, Redis ({workload}) ≥ 60% of the floor",
+                "value": None if value is None else f"{value:.0%}",
+                "met": None if value is None else value >= TARGETS["http_redis_c8_vs_floor"],
+            }
+        )
+    stream = summary.get("stream") or {}
+    overhead = (stream.get("ttft") or {}).get("server_overhead") or {}
+    for q, key in (("p50", "stream_ttft_overhead_p50_ms"), ("p99", "stream_ttft_overhead_p99_ms")):
+        value = overhead.get(f"{q}_ms")
+        out.append(
+            {
+                "target": f"streaming TTFT overhead {q} ≤ {TARGETS[key]:g} ms",
+                "value": None if value is None else f"{value:.2f} ms",
+                "met": None if value is None else value <= TARGETS[key],
+            }
+        )
+    many = summary.get("many") or {}
+    if many:
+        n = many.get("streams")
+        out.append(
+            {
+                "target": f"{n} streams: zero errors",
+                "value": str(many["errors"]),
+                "met": many["errors"] == 0,
+            }
+        )
+        peak = many["rss_mb"]["peak"]
+        out.append(
+            {
+                "target": f"{n} streams: server RSS ≤ 300 MB",
+                "value": f"{peak:.0f} MB",
+                "met": peak <= TARGETS["many_streams_rss_peak_mb"],
+            }
+        )
+    peer = summary.get("peer") or {}
+    for row in peer.get("comparison", []):
+        if row["concurrency"] == 50:
+            out.append(
+                {
+                    "target": "≥ 20x `langgraph dev` turns/s at c=50",
+                    "value": f"{row['speedup']:.1f}x",
+                    "met": row["speedup"] >= TARGETS["peer_speedup_c50"],
+                }
+            )
+    return out
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines: list[str] = []
+    meta = summary.get("meta") or {}
+    env = meta.get("environment") or {}
+    lines.append(
+        f"Run {meta.get('started_at', '?')}{' (--quick)' if meta.get('quick') else ''}: "
+        f"Python {env.get('python')}, {env.get('cpus')} CPUs, {env.get('event_loop')}, "
+        f"{meta.get('duration_s', '?')} s per measurement."
+    )
+    lines.append("")
+    floors = floor_rates(summary)
+    floor = summary.get("floor") or {}
+    http = (summary.get("http") or {}).get("variants") or {}
+    if floor or http:
+        lines += [
+            'Non-streaming turns ("Calculate 10 * 20": offline model, one calculator call, '
+            "answer, persist). x floor = turns/s / the floor's (in-process, InMemorySaver, "
+            "c=1) for the same workload, measured in the same run.",
+            "",
+            "| what | workload | c | turns/s | x floor | p50 ms | p95 ms | p99 ms "
+            "| server CPU ms/turn | errors |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for row in floor.get("rows", []):
+            if "skipped" in row:
+                lines.append(f"| in-process, {row['saver']} saver | skipped: {row['skipped']} |")
+                continue
+            what = "**floor**" if row["saver"] == "inmemory" else "in-process"
+            what += f" ({row['saver']} saver)"
+            lines.append(_turn_line(what, row, floors, row.get("cpu_ms_per_turn")))
+        for variant, facts in http.items():
+            label = VARIANT_LABELS.get(variant, variant)
+            if "skipped" in facts:
+                lines.append(f"| {label} | skipped: {facts['skipped']} |")
+                continue
+            label += f" [{facts.get('hot_state', '?')}]"
+            for row in facts.get("rows", []):
+                lines.append(_turn_line(label, row, floors, row.get("server_cpu_ms_per_turn")))
+        lines.append("")
+    stream = summary.get("stream") or {}
+    if stream:
+        up = stream["upstream"]
+        lines += [
+            f"Streaming overhead ({stream['streams']} streams, {stream['tokens_per_stream']:.0f} "
+            f"tokens each; upstream: first token after {up['first_token_latency_s'] * 1000:g} ms, "
+            f"then {up['tokens_per_second']:g} tokens/s). Each column is time minus what the "
+            "upstream was configured to spend; the last two are differences of percentiles.",
+            "",
+            "| p50 / p99, ms | direct to upstream | in-process graph | via server "
+            "| **server - direct** | server - in-process |",
+            "|---|--:|--:|--:|--:|--:|",
+        ]
+        for key, label in (("ttft", "time to first token"), ("per_token", "per token")):
+            part = stream[key]
+            cells = []
+            for name in (
+                "direct_minus_configured",
+                "in_process_minus_configured",
+                "via_server_minus_configured",
+                "server_overhead",
+                "server_over_in_process",
+            ):
+                values = part.get(name)
+                cell = (
+                    f"{_fmt(values['p50_ms'], 2)} / {_fmt(values['p99_ms'], 2)}" if values else "-"
+                )
+                cells.append(f"**{cell}**" if name == "server_overhead" else cell)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if stream.get("errors"):
+            lines.append(f"\nStream errors: {stream['errors']} ({stream['error_samples']})")
+        lines.append("")
+    many = summary.get("many") or {}
+    if many:
+        ttft = many["ttft_ms"]
+        rss = many["rss_mb"]
+        lines += [
+            "| many streams | errors | streaming together | TTFT p50 / p99 | "
+            "server RSS before / peak | server CPU busy |",
+            "|---|--:|--:|--:|--:|--:|",
+            f"| {many['streams']} x ~{many['target_stream_seconds']:g} s "
+            f"({many.get('variant', 'embedded')}) | {many['errors']} | "
+            f"{many['streaming_together']} | {_fmt(ttft['p50'], 0)} / {_fmt(ttft['p99'], 0)} ms | "
+            f"{rss['before']:.0f} / {rss['peak']:.0f} MB | "
+            f"{many.get('server_cpu_utilisation', float('nan')):.0%} |",
+            "",
+        ]
+    checkpointer = summary.get("checkpointer") or {}
+    if checkpointer.get("results"):
+        lines += [
+            f"Checkpointer (`bench/checkpointer.py`, {checkpointer.get('pairs')} "
+            "aput + aget_tuple pairs):",
+            "",
+            "| saver | pairs/s | p50 ms | p99 ms |",
+            "|---|--:|--:|--:|",
+        ]
+        for name, row in checkpointer["results"].items():
+            lines.append(
+                f"| {name} | {_fmt(row['pairs_per_s'], 0)} | {_fmt(row['p50_ms'], 3)} "
+                f"| {_fmt(row['p99_ms'], 3)} |"
+            )
+        lines.append("")
+    elif checkpointer:
+        lines += [f"Checkpointer: {checkpointer.get('skipped') or checkpointer.get('error')}", ""]
+    peer = summary.get("peer") or {}
+    if peer.get("comparison"):
+        lines += [
+            "| peer (fresh thread per run) | c | agent-server turns/s | `langgraph dev` turns/s "
+            "| speed-up |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for row in peer["comparison"]:
+            lines.append(
+                f"| | {row['concurrency']} | {_fmt(row['agent_server_turns_per_s'])} | "
+                f"{_fmt(row['langgraph_dev_turns_per_s'])} | {_fmt(row['speedup'])}x |"
+            )
+        lines.append("")
+    checks = targets(summary)
+    if checks:
+        lines += ["| target | measured | met |", "|---|--:|:-:|"]
+        for check in checks:
+            met = {True: "yes", False: "**no**", None: "-"}[check["met"]]
+            lines.append(f"| {check['target']} | {check['value'] or '-'} | {met} |")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _turn_line(what: str, row: dict[str, Any], floors: dict[str, float], cpu: Any) -> str:
+    floor = floors.get(row["workload"])
+    ratio = f"{row['turns_per_s'] / floor:.2f}" if floor else "-"
+    workload = "fresh" if row["turns_per_session"] == 1 else f"{row['turns_per_session']}/session"
+    return (
+        f"| {what} | {workload} | {row['concurrency']} | {_fmt(row['turns_per_s'])} | {ratio} | "
+        f"{_fmt(row['p50_ms'])} | {_fmt(row['p95_ms'])} | {_fmt(row['p99_ms'])} | "
+        f"{_fmt(cpu, 2)} | {row['errors']} |"
+    )
+
+
+def chart(summary: dict[str, Any], path: Path) -> None:
+    """summary.png: turns/s against the floor, streaming overheads against their
+    targets, and the server's RSS while the many streams were open."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(21, 6), gridspec_kw={"width_ratios": [2.2, 1, 1]})
+    _turns_panel(axes[0], summary)
+    _stream_panel(axes[1], summary)
+    _rss_panel(axes[2], summary)
+    meta = summary.get("meta") or {}
+    fig.suptitle(
+        f"agent-server benchmark {meta.get('started_at', '')}"
+        f"{' (quick)' if meta.get('quick') else ''}"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _turns_panel(ax: Any, summary: dict[str, Any]) -> None:
+    floors = floor_rates(summary)
+    http = (summary.get("http") or {}).get("variants") or {}
+    labels: list[str] = []
+    values: list[float] = []
+    colors: list[str] = []
+    palette = {"fresh": "tab:blue", "session": "tab:orange"}
+    for workload in ("fresh", "session"):
+        if workload in floors:
+            labels.append(f"floor {workload}")
+            values.append(floors[workload])
+            colors.append("tab:green")
+        for variant, facts in http.items():
+            for row in facts.get("rows", []):
+                if row["workload"] == workload:
+                    short = {"embedded": "emb", "redis": "redis", "redis_postgres": "r+pg"}
+                    labels.append(f"{short.get(variant, variant)} c={row['concurrency']}")
+                    values.append(row["turns_per_s"])
+                    colors.append(palette[workload])
+    ax.bar(range(len(values)), values, color=colors)
+    ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=90)
+    for workload, rate in floors.items():
+        ax.axhline(
+            0.6 * rate, color=palette.get(workload, "grey"), linestyle="--", linewidth=1,
+            label=f"60% of floor ({workload})",
+        )  # fmt: skip
+    ax.set_ylabel("turns/s")
+    ax.set_title("Non-streaming turns/s (blue: fresh session, orange: long sessions)")
+    if floors:
+        ax.legend(fontsize=8)
+
+
+def _stream_panel(ax: Any, summary: dict[str, Any]) -> None:
+    stream = summary.get("stream") or {}
+    if not stream:
+        ax.set_axis_off()
+        return
+    labels = ["TTFT p50", "TTFT p99", "token p50", "token p99"]
+    series = [
+        ("server - direct", "server_overhead", "tab:purple"),
+        ("in-process graph - direct", None, "tab:green"),
+    ]
+    width = 0.4
+    for offset, (name, key, color) in enumerate(series):
+        values = []
+        for part, q in (
+            ("ttft", "p50"),
+            ("ttft", "p99"),
+            ("per_token", "p50"),
+            ("per_token", "p99"),
+        ):
+            section = stream[part]
+            if key is not None:
+                values.append(section[key][f"{q}_ms"])
+            else:  # the graph's own overhead over calling the upstream directly
+                local = section.get("in_process_minus_configured") or {}
+                direct = section["direct_minus_configured"]
+                values.append(local.get(f"{q}_ms", float("nan")) - direct[f"{q}_ms"])
+        xs = [i + (offset - 0.5) * width for i in range(len(labels))]
+        ax.bar(xs, values, width=width, color=color, label=name)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.axhline(2.0, color="tab:red", linestyle="--", linewidth=1, label="TTFT p50 target 2 ms")
+    ax.axhline(10.0, color="tab:red", linestyle=":", linewidth=1, label="TTFT p99 target 10 ms")
+    ax.set_ylabel("ms added over calling the upstream directly")
+    ax.set_title("Streaming overhead")
+    ax.legend(fontsize=8)
+
+
+def _rss_panel(ax: Any, summary: dict[str, Any]) -> None:
+    many = summary.get("many") or {}
+    series = (many.get("rss_mb") or {}).get("series") or []
+    if not series:
+        ax.set_axis_off()
+        return
+    ax.plot([t for t, _ in series], [r for _, r in series], color="tab:brown")
+    ax.axhline(300, color="tab:red", linestyle="--", linewidth=1, label="target 300 MB")
+    ax.set_xlabel("s since the streams started")
+    ax.set_ylabel("server RSS, MB")
+    ax.set_title(
+        f"{many['streams']} concurrent streams: {many['errors']} errors, "
+        f"TTFT p99 {many['ttft_ms']['p99']:.0f} ms"
+    )
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Re-render a saved benchmark summary")
+    parser.add_argument("summary", type=Path, nargs="?", default=Path("bench/results/summary.json"))
+    parser.add_argument("--png", type=Path, help="also write the chart here")
+    args = parser.parse_args(argv)
+    summary = json.loads(args.summary.read_text())
+    print(markdown(summary))
+    if args.png:
+        chart(summary, args.png)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
