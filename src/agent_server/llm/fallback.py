@@ -33,6 +33,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.utils import message_chunk_to_message
 from langchain_core.tools import BaseTool
 
+from agent_server.config import OFFLINE_MODEL_ID
 from agent_server.errors import UpstreamAuthError, UpstreamBadRequest, UpstreamUnavailable
 from agent_server.llm.cooldowns import Cooldowns, InMemoryCooldowns
 from agent_server.llm.errors import RATE_LIMITED, Failure, Reason, UpstreamReplyError, classify
@@ -130,7 +131,10 @@ class ModelChain:
         finish by; each attempt gets the smaller of its own timeout and what is left."""
         emit = emit or (lambda _event: None)
         order = self._order(preferred)
-        cooling = await self._cooldowns.cooling([e.spec.id for e in order])
+        # The built-in offline model has no provider to cool down: skipping it saves
+        # two Redis round trips per model call in offline mode.
+        tracked = [e.spec.id for e in order if e.spec.id != OFFLINE_MODEL_ID]
+        cooling = await self._cooldowns.cooling(tracked) if tracked else {}
         prompt_tokens = estimate_tokens(messages)
         fallbacks: list[dict[str, str]] = []
         min_window = 0
@@ -194,7 +198,8 @@ class ModelChain:
                     min_window = max(min_window, spec.context_window)
                 skip(index, failure.reason)
                 continue
-            await self._cooldowns.record_success(spec.id)
+            if spec.id != OFFLINE_MODEL_ID:
+                await self._cooldowns.record_success(spec.id)
             return self._observe(_result(spec, message, fallbacks, degraded=False))
 
         # Models skipped only for lacking tool support were never candidates.
