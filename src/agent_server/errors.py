@@ -8,6 +8,7 @@ without deciding how a client sees it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -22,11 +23,6 @@ class AgentServerError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
-
-
-class BadRequest(AgentServerError):
-    status_code = 400
-    code = "bad_request"
 
 
 class InvalidModel(AgentServerError):
@@ -93,3 +89,38 @@ class UpstreamBadRequest(AgentServerError):
 
     status_code = 502
     code = "upstream_bad_request"
+
+
+class Unauthorized(AgentServerError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class RateLimited(AgentServerError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, details={"retry_after_seconds": math.ceil(retry_after)})
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+
+
+class BudgetExceeded(RateLimited):
+    code = "budget_exceeded"
+
+
+class StreamTooLong(AgentServerError):
+    status_code = 504
+    code = "stream_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the stream exceeded its {seconds:g} s limit")
+
+
+class ShuttingDown(AgentServerError):
+    status_code = 503
+    code = "shutting_down"
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another replica")

@@ -21,19 +21,13 @@ from cachetools import TTLCache
 from starlette.requests import HTTPConnection
 
 from agent_server.config import LOCAL_PRINCIPAL, Settings
-from agent_server.errors import AgentServerError
+from agent_server.errors import Unauthorized
 from agent_server.persistence.api_keys import ApiKeyRepository, hash_key
 
 log = logging.getLogger(__name__)
 
 TOUCH_INTERVAL_SECONDS = 60.0
 """`last_used_at` is written at most this often per key, not on every request."""
-
-
-class Unauthorized(AgentServerError):
-    status_code = 401
-    code = "unauthorized"
-    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class UnsafeConfiguration(RuntimeError):

@@ -10,7 +10,6 @@ store's own failure answers the request with 503.
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute
@@ -19,22 +18,9 @@ from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRa
 from redis.exceptions import RedisError
 
 from agent_server.config import Settings
-from agent_server.errors import AgentServerError
+from agent_server.errors import BudgetExceeded, RateLimited
 
 log = logging.getLogger(__name__)
-
-
-class RateLimited(AgentServerError):
-    status_code = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, details={"retry_after_seconds": math.ceil(retry_after)})
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
-
-
-class BudgetExceeded(RateLimited):
-    code = "budget_exceeded"
 
 
 def limits_storage(settings: Settings) -> Storage:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 from langchain_core.messages import AIMessageChunk
 
-from agent_server.errors import AgentServerError
+from agent_server.errors import ShuttingDown, StreamTooLong
 from agent_server.graph.nodes.persist import message_text
 from agent_server.graph.state import TurnSummary
 
@@ -27,22 +27,6 @@ T = TypeVar("T")
 STREAMED_NODE = "model"
 """Only tokens produced by the model node are forwarded as `message` events."""
 SHUTDOWN_POLL_SECONDS = 0.25
-
-
-class StreamTooLong(AgentServerError):
-    status_code = 504
-    code = "stream_timeout"
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"the stream exceeded its {seconds:g} s limit")
-
-
-class ShuttingDown(AgentServerError):
-    status_code = 503
-    code = "shutting_down"
-
-    def __init__(self) -> None:
-        super().__init__("the server is shutting down; retry on another replica")
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,10 +110,13 @@ class TranscriptRepository:
         """The app checked or applied the migrations itself; skip the lazy upgrade."""
         self._schema_ready = True
 
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
+    async def _ready(self) -> None:
         if not self._schema_ready:
             await self.create_schema()
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        await self._ready()
         async with self._sessions() as session:
             yield session
 
@@ -189,8 +192,7 @@ class TranscriptRepository:
         now = utcnow()
         title = _title_from(turn.user_message)
         upsert_session, insert_turn, touch_session = self._turn_statements()
-        if not self._schema_ready:
-            await self.create_schema()
+        await self._ready()
         async with self._engine.begin() as conn:
             await conn.execute(
                 upsert_session,
