@@ -39,7 +39,7 @@ def serve(settings: Settings) -> int:
         print(f"agent-server: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, own_process=True),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     """On SIGTERM, running turns get this long to finish; streams still open after
     it end with an `error` event `shutting_down`."""
+    gc_gen0_threshold: int = Field(50_000, ge=0)
+    """Allocations between young-generation garbage collections once the server is up
+    (Python's default is 700); 0 keeps Python's defaults. See `agent_server/gc_tuning.py`."""
 
     # --- upstream models -----------------------------------------------------
     openrouter_api_key: SecretStr | None = None

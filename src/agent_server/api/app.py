@@ -27,6 +27,7 @@ from agent_server.api.schemas import ErrorResponse
 from agent_server.api.security import BodyLimitMiddleware, SecurityHeadersMiddleware
 from agent_server.api.service import ChatService
 from agent_server.config import Settings
+from agent_server.gc_tuning import tune_gc
 from agent_server.graph.builder import build_graph
 from agent_server.observability.logging import configure_logging, get_logger
 from agent_server.observability.metrics import Metrics
@@ -60,7 +61,9 @@ def _locks(resources: Resources) -> SessionLocks:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, own_process: bool = False) -> FastAPI:
+    """`own_process`: the app is the process's only tenant (`agent-server serve`), so
+    it may tune process-wide things such as the garbage collector once it is up."""
     settings = settings or Settings()
     configure_logging(settings)
     metrics = Metrics()
@@ -95,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
                 if settings.offline_only:
                     log.warning("OPENROUTER_API_KEY is not set: answering with the offline model")
+                if own_process:
+                    tune_gc(settings.gc_gen0_threshold)
                 yield
         finally:
             await resources.aclose()
