@@ -96,6 +96,42 @@ async def test_message_without_session_creates_one(client: httpx.AsyncClient) ->
     assert (await client.get(f"/api/chat/history/{sid}")).status_code == 200
 
 
+async def test_new_session_is_listed_with_its_first_message_as_title(
+    client: httpx.AsyncClient,
+) -> None:
+    """A new session's row is written with its first turn (not before it)."""
+    r = await client.post("/api/chat/message", json={"message": "Calculate 6*7"})
+    sid = r.json()["session_id"]
+    listed = (await client.get("/api/chat/sessions")).json()["sessions"]
+    assert [(s["session_id"], s["title"], s["turn_count"]) for s in listed] == [
+        (sid, "Calculate 6*7", 1)
+    ]
+
+
+async def test_stream_of_a_new_session_holds_it_from_the_first_event(
+    client: httpx.AsyncClient, live_url: str
+) -> None:
+    """The metadata event reveals the new session's id while the turn still runs:
+    the session must already exist and be locked (409, not 404)."""
+    async with (
+        httpx.AsyncClient(base_url=live_url, timeout=30) as other,
+        aconnect_sse(
+            client, "POST", "/api/chat/message/stream", json={"message": "Calculate 1+1"}
+        ) as source,
+    ):
+        events = source.aiter_sse()
+        first = await anext(events)
+        assert first.event == "metadata"
+        sid = json.loads(first.data)["session_id"]
+        busy = await other.post("/api/chat/message", json={"message": "hi", "session_id": sid})
+        assert busy.status_code == 409
+        assert [event.event async for event in events][-1] == "done"
+    again = await client.post("/api/chat/message", json={"message": "hi", "session_id": sid})
+    assert again.status_code == 200
+    turns = (await client.get(f"/api/chat/history/{sid}")).json()["turns"]
+    assert [t["user_message"] for t in turns] == ["Calculate 1+1", "hi"]
+
+
 async def test_context_carries_across_turns_of_a_session(client: httpx.AsyncClient) -> None:
     """The second turn sees the first: the checkpoint holds the whole thread."""
     sid = (await client.post("/api/chat/session")).json()["session_id"]

@@ -189,6 +189,8 @@ async def test_all_failing_gives_503_with_reasons(
     ]
     assert API_KEY not in r.text
     assert persisted(chain_settings_default) == []
+    # The failed first turn of a new session leaves no empty session behind.
+    assert (await api.get("/api/chat/sessions")).json()["sessions"] == []
 
 
 @pytest.mark.parametrize(

@@ -142,11 +142,21 @@ class TranscriptRepository:
         return _session_info(row)
 
     async def get_session(self, session_id: str, owner: str) -> SessionInfo | None:
-        async with self._session() as session:
-            row = await session.get(SessionRow, session_id)
-            if row is None or row.owner != owner:
-                return None
-            return _session_info(row)
+        """On every message to an existing session, so it is a Core statement on a
+        plain connection: the ORM's session, identity map and row objects cost more
+        than the query itself here."""
+        await self._ready()
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_GET_SESSION, {"id": session_id, "owner": owner})).first()
+        if row is None:
+            return None
+        return SessionInfo(
+            id=row.id,
+            owner=row.owner,
+            title=row.title,
+            created_at=_aware(row.created_at),
+            last_active_at=_aware(row.last_active_at),
+        )
 
     async def list_sessions(self, owner: str, *, limit: int, offset: int) -> list[SessionInfo]:
         turn_counts = (
@@ -270,6 +280,13 @@ class TranscriptRepository:
         async with self._session() as session:
             rows = (await session.scalars(stmt)).all()
         return [_turn_record(row) for row in reversed(rows)]
+
+
+_SESSIONS = SessionRow.__table__
+_GET_SESSION = select(_SESSIONS).where(
+    _SESSIONS.c.id == bindparam("id"), _SESSIONS.c.owner == bindparam("owner")
+)
+"""Built once with bound parameters, so SQLAlchemy compiles and caches it once."""
 
 
 def _title_from(message: str, width: int = 80) -> str:
