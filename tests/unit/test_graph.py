@@ -425,7 +425,10 @@ async def test_history_window_trims_what_the_model_receives(
     graph = make_graph(tmp_path, transcript, model, history_window=window)
     for i in range(5):
         state = await run(graph, f"question {i}")
-    assert len(state["messages"]) == 5 * 5  # human, call, 2 results, answer per turn
+    # Human, call, 2 results, answer per turn; past 2 x window messages the persist node
+    # drops whole old turns from the hot state, while SQL keeps every turn.
+    assert len(state["messages"]) == 5
+    assert len(await transcript.list_turns(THREAD, limit=10)) == 5
     assert len(model.calls) == 10
     for call in model.calls:
         received = call.messages
@@ -437,7 +440,7 @@ async def test_history_window_trims_what_the_model_receives(
         assert not isinstance(body[0], ToolMessage)
         assert_no_orphans(body)
     # The last call saw the whole current turn (4 messages) and nothing of earlier turns
-    # except what fits, while the thread itself holds every message.
+    # except what fits.
     last = model.calls[-1].messages[1:]
     assert [type(m).__name__ for m in last] == [
         "HumanMessage",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from agent_server.graph.trim import repair, select_context
+from agent_server.graph.trim import repair, select_context, stale_messages
 
 
 def human(text: str) -> HumanMessage:
@@ -199,3 +199,49 @@ def test_select_context_repairs_the_current_turn_too() -> None:
     selected = select_context(messages, 10)
     assert ids(selected) == ["h-q0", "h-q1"]
     assert_well_formed(selected)
+
+
+# --- stale_messages: what the hot state may forget ------------------------------------
+
+
+def shaped(turn_shapes: Sequence[int]) -> list[BaseMessage]:
+    """Turns of a conversation: shape 0 is question → answer; n > 0 is question → a
+    call asking for n tools → n results → answer."""
+    messages: list[BaseMessage] = []
+    for t, n in enumerate(turn_shapes):
+        messages.append(human(f"q{t}"))
+        if n:
+            calls = [f"c{t}-{k}" for k in range(n)]
+            messages.append(ai_calls(*calls))
+            messages.extend(result(c) for c in calls)
+        messages.append(ai(f"answer{t}"))
+    return messages
+
+
+def test_nothing_is_stale_up_to_twice_the_window() -> None:
+    messages = shaped([1, 0, 2])  # 4 + 2 + 5 = 11 messages
+    assert stale_messages(messages, window=6) == []
+
+
+def test_whole_old_turns_go_and_at_least_the_window_stays() -> None:
+    messages = shaped([1, 0, 2, 0, 1])  # 4, 2, 5, 2, 4 = 17 messages
+    stale = stale_messages(messages, window=6)
+    kept = messages[len(stale) :]
+    assert ids(stale) == ids(messages[:11])  # the first three turns
+    assert isinstance(kept[0], HumanMessage) and len(kept) >= 6
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 5, 8, 20])
+@pytest.mark.parametrize("seed", range(12))
+def test_forgetting_stale_turns_never_changes_what_the_model_sees(window: int, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    shapes = [rng.choice([0, 0, 1, 2, 3]) for _ in range(rng.randint(1, 25))]
+    messages = shaped(shapes)
+    stale = stale_messages(messages, window)
+    assert messages[: len(stale)] == stale  # a prefix: only the oldest messages go
+    kept = messages[len(stale) :]
+    assert not stale or isinstance(kept[0], HumanMessage)
+    nxt = [human("next")]
+    assert ids(select_context(kept + nxt, window)) == ids(select_context(messages + nxt, window))

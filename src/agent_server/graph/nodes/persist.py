@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
@@ -24,6 +24,7 @@ from agent_server.graph.state import (
     turn_reset,
     zero_usage,
 )
+from agent_server.graph.trim import stale_messages
 from agent_server.persistence.repository import TurnRecord
 
 
@@ -78,4 +79,9 @@ async def persist_turn(
         ),
         owner=options.principal,
     )
-    return {**turn_reset(), "last_turn": summary}
+    # Only once the turn is safely in SQL: the hot state may now forget old turns.
+    stale = stale_messages(messages, deps.settings.history_window)
+    update: dict[str, Any] = {**turn_reset(), "last_turn": summary}
+    if stale:
+        update["messages"] = [RemoveMessage(id=m.id) for m in stale if m.id]
+    return update
