@@ -2,21 +2,83 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai import ChatOpenAI
+from openai import AsyncOpenAI, AsyncStream, RequestOptions
+from pydantic import model_validator
 
 from agent_server.config import Settings
 
+REQUEST_OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
+"""`create()` arguments that shape the HTTP request rather than the JSON body."""
+
+
+class RawChunkCompletions:
+    """`client.chat.completions` whose streamed chunks are the decoded JSON dicts.
+
+    Why hand-written: `AsyncCompletions.create(stream=True)` first walks the whole
+    request through the SDK's TypedDict transform (~0.4 ms per call here, on the
+    critical path before the request is sent: it grows with the history), then
+    builds a pydantic `ChatCompletionChunk` for every chunk, which langchain-openai
+    immediately turns back into a dict (`model_dump`). Posting the same body with
+    `cast_to=object` keeps everything else of the SDK (auth, headers, timeouts,
+    errors as `openai.APIStatusError` & co., SSE decoding, `[DONE]`) and cuts the
+    per-token CPU from ~269 to ~159 µs. langchain-openai accepts dict chunks as is.
+    Non-streamed calls and everything else go to the SDK's resource unchanged.
+    """
+
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+        self._completions = client.chat.completions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._completions, name)
+
+    async def create(self, **params: Any) -> Any:
+        if not params.get("stream"):
+            return await self._completions.create(**params)
+        return await self._client.post(
+            "/chat/completions",
+            body={k: v for k, v in params.items() if k not in REQUEST_OPTION_KEYS},
+            options=request_options(params),
+            cast_to=object,
+            stream=True,
+            stream_cls=AsyncStream[object],
+        )
+
+
+def request_options(params: dict[str, Any]) -> RequestOptions:
+    """What `create()` makes of its request-shaping arguments (`make_request_options`)."""
+    options: RequestOptions = {"security": {"bearer_auth": True}}
+    if params.get("extra_headers") is not None:
+        options["headers"] = params["extra_headers"]
+    if params.get("extra_body") is not None:
+        options["extra_json"] = params["extra_body"]
+    if params.get("extra_query") is not None:
+        options["params"] = params["extra_query"]
+    if "timeout" in params:
+        options["timeout"] = params["timeout"]
+    return options
+
 
 class OpenAICompatibleChat(ChatOpenAI):
-    """`ChatOpenAI` that keeps the provider-reported cost of streamed replies.
+    """`ChatOpenAI` that keeps the provider-reported cost of streamed replies and
+    streams raw chunks (see `RawChunkCompletions`).
 
     langchain-openai turns the final `usage` chunk into `usage_metadata` and drops
     the rest; OpenRouter puts the billed cost in `usage.cost`. Non-streamed
     replies keep it in `response_metadata["token_usage"]` already.
     """
+
+    @model_validator(mode="after")
+    def _stream_raw_chunks(self) -> Self:
+        if self.root_async_client is not None and not isinstance(
+            self.async_client, RawChunkCompletions
+        ):
+            self.async_client = RawChunkCompletions(self.root_async_client)
+        return self
 
     def _convert_chunk_to_generation_chunk(
         self,
