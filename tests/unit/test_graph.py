@@ -457,6 +457,55 @@ async def test_history_window_trims_what_the_model_receives(
     assert first_of_last_turn[-1].content == "question 4"
 
 
+# --- context restored from SQL ----------------------------------------------------------
+
+
+async def _past_turns(transcript: TranscriptRepository, thread: str, n: int) -> None:
+    for i in range(n):
+        await transcript.record_turn(
+            TurnRecord(f"past-{i}", thread, f"earlier question {i}", f"earlier answer {i}"),
+            owner="local",
+        )
+
+
+def _texts(messages: Sequence[BaseMessage]) -> list[str]:
+    return [str(m.content) for m in messages if not isinstance(m, SystemMessage)]
+
+
+async def test_a_thread_without_hot_state_gets_its_past_from_sql(
+    tmp_path: Path, transcript: TranscriptRepository
+) -> None:
+    """The checkpoint is gone (expired, store lost) but SQL has the turns: the model
+    node puts them back before the current message, in the state too."""
+    await _past_turns(transcript, "expired", 2)
+    model = ScriptedChatModel(script=["restored", "and again"])
+    graph = make_graph(tmp_path, transcript, model)
+    state = await run(graph, "what did I ask?", thread="expired")
+    expected = [
+        "earlier question 0",
+        "earlier answer 0",
+        "earlier question 1",
+        "earlier answer 1",
+        "what did I ask?",
+    ]
+    assert _texts(model.calls[0].messages) == expected
+    assert _texts(state["messages"]) == [*expected, "restored"]
+    # The next turn finds the past in the hot state and does not restore it twice.
+    state = await run(graph, "more", thread="expired")
+    assert _texts(model.calls[1].messages) == [*expected, "restored", "more"]
+    assert _texts(state["messages"]) == [*expected, "restored", "more", "and again"]
+
+
+async def test_a_session_the_api_just_created_skips_the_sql_lookup(
+    tmp_path: Path, transcript: TranscriptRepository
+) -> None:
+    await _past_turns(transcript, "fresh", 1)  # would be restored if looked up
+    model = ScriptedChatModel(script=["hi"])
+    graph = make_graph(tmp_path, transcript, model)
+    await run(graph, "hello", thread="fresh", options=RunOptions(new_session=True))
+    assert _texts(model.calls[0].messages) == ["hello"]
+
+
 # --- fallback chain ----------------------------------------------------------------------
 
 

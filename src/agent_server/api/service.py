@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.graph.state import CompiledStateGraph
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -158,6 +157,7 @@ class ChatService:
             model=request.model,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
+            new_session=new_session,
         )
         return PreparedTurn(
             session, str(uuid.uuid4()), request.message, options, new_session, time.perf_counter()
@@ -181,24 +181,10 @@ class ChatService:
     def _config(self, turn: PreparedTurn) -> dict[str, Any]:
         return {"configurable": {"thread_id": turn.session.id}, "run_id": turn.turn_id}
 
-    async def _input(self, turn: PreparedTurn) -> dict[str, Any]:
-        """The graph input for a turn, with context rebuilt from SQL when the
-        session's hot state has expired (or was lost): nothing the user said is lost."""
-        graph_input = new_turn(turn.message, turn.turn_id)
-        if turn.new_session:
-            return graph_input
-        if await self._checkpointer.athread_exists(turn.session.id):
-            return graph_input
-        window = max(1, self.settings.history_window // 2)
-        turns = await self._deps.transcript.recent_turns(turn.session.id, limit=window)
-        history: list[BaseMessage] = []
-        for past in turns:
-            history.append(HumanMessage(content=past.user_message, id=f"{past.turn_id}:user"))
-            history.append(AIMessage(content=past.assistant_message, id=f"{past.turn_id}:ai"))
-        if history:
-            log.info("context rebuilt from SQL", session_id=turn.session.id, messages=len(history))
-        graph_input["messages"] = [*history, *graph_input["messages"]]
-        return graph_input
+    def _input(self, turn: PreparedTurn) -> dict[str, Any]:
+        """The graph input for a turn. A session whose hot state expired gets its
+        context back from SQL inside the model node (`graph/history.py`)."""
+        return new_turn(turn.message, turn.turn_id)
 
     async def _finish(self, turn: PreparedTurn, summary: TurnSummary) -> ChatResponse:
         if self._budget is not None:
@@ -236,7 +222,7 @@ class ChatService:
         try:
             with store_errors():
                 final = await self._graph.ainvoke(
-                    await self._input(turn),
+                    self._input(turn),
                     self._config(turn),
                     context=turn.options,
                     durability=self.settings.checkpoint_durability,
@@ -270,10 +256,8 @@ class ChatService:
                 },
             )
             summary: TurnSummary | None = None
-            with store_errors():
-                graph_input = await self._input(turn)
             stream = self._graph.astream(
-                graph_input,
+                self._input(turn),
                 self._config(turn),
                 context=replace(turn.options, stream=True),
                 stream_mode=["messages", "custom", "updates"],

@@ -98,6 +98,8 @@ class RunOptions:
     max_tokens: int = 1000
     stream: bool = False
     """The client streams: call models token by token so failover can `reset`."""
+    new_session: bool = False
+    """The API just created the session: there is no past to restore from SQL."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+)
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
+from agent_server.graph import history
 from agent_server.graph.state import AgentDeps, AgentState, RunOptions, Usage
 from agent_server.graph.trim import select_context
 
@@ -22,7 +31,11 @@ def step_limit_message(rounds: int) -> AIMessage:
 
 
 async def call_model(
-    state: AgentState, runtime: Runtime[RunOptions], *, deps: AgentDeps
+    state: AgentState,
+    config: RunnableConfig,
+    runtime: Runtime[RunOptions],
+    *,
+    deps: AgentDeps,
 ) -> dict[str, Any]:
     options = runtime.context or RunOptions()
     started = state.get("turn_started_at") or time.time()
@@ -30,10 +43,16 @@ async def call_model(
     if rounds >= deps.settings.max_tool_rounds:
         return {"messages": [step_limit_message(rounds)], "turn_started_at": started}
 
+    messages = state.get("messages", [])
+    restored: list[BaseMessage] = []
+    thread_id = (config.get("configurable") or {}).get("thread_id")
+    if rounds == 0 and not options.new_session and thread_id and history.lost_past(messages):
+        current = next((m.id for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+        restored = await history.restore(deps, str(thread_id), current_turn=current)
     tools = deps.tools.select(options.tools) if options.use_tools else []
     context = [
         SystemMessage(content=deps.settings.system_prompt),
-        *select_context(state.get("messages", []), deps.settings.history_window),
+        *select_context([*restored, *messages], deps.settings.history_window),
     ]
     call = await deps.models.ainvoke(
         context,
@@ -51,8 +70,10 @@ async def call_model(
         "output_tokens": usage["output_tokens"] + call.output_tokens,
         "total_tokens": usage["total_tokens"] + call.input_tokens + call.output_tokens,
     }
+    # Restored turns go before this turn's messages: replace the list as a whole.
+    update = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *restored, *messages] if restored else []
     return {
-        "messages": [call.message],
+        "messages": [*update, call.message],
         "turn_started_at": started,
         "model_used": call.model_used,
         "fallbacks": [*state.get("fallbacks", []), *call.fallbacks],
