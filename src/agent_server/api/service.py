@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agent_server.api.limits import TokenBudget
 from agent_server.api.locks import SessionLocks
 from agent_server.api.schemas import ChatRequest, ChatResponse
+from agent_server.api.session_cache import SessionCache
 from agent_server.api.streaming import SseEvent, bounded, translate
 from agent_server.config import Settings
 from agent_server.errors import (
@@ -81,6 +82,8 @@ class ChatService:
         self._locks = locks
         self._budget = budget
         self._metrics = metrics
+        # Single-process (embedded) mode only: see session_cache.py for why that is safe.
+        self._known = SessionCache() if deps.settings.redis_url is None else None
 
     @property
     def settings(self) -> Settings:
@@ -92,7 +95,21 @@ class ChatService:
     # --- sessions -------------------------------------------------------------
 
     async def create_session(self, principal: str, title: str | None = None) -> SessionInfo:
-        return await self._deps.transcript.create_session(principal, title=title)
+        session = await self._deps.transcript.create_session(principal, title=title)
+        self._remember(session)
+        return session
+
+    def _remember(self, session: SessionInfo) -> None:
+        if self._known is not None:
+            self._known.put(session)
+
+    async def _owned_session(self, principal: str, session_id: str) -> SessionInfo:
+        """For running a turn: only the id and owner matter, so a remembered session
+        will do; anything else goes to SQL (and a stranger gets the same 404)."""
+        known = self._known.get(session_id) if self._known is not None else None
+        if known is not None and known.owner == principal:
+            return known
+        return await self.get_session(principal, session_id)
 
     async def get_session(self, principal: str, session_id: str) -> SessionInfo:
         session = await self._deps.transcript.get_session(session_id, principal)
@@ -112,6 +129,8 @@ class ChatService:
             with store_errors():
                 await self._checkpointer.adelete_thread(session_id)
             await self._deps.transcript.delete_session(session_id, principal)
+            if self._known is not None:
+                self._known.forget(session_id)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._locks.release(session_id)
@@ -147,9 +166,10 @@ class ChatService:
             # locks it before its first event.
             session = self._unsaved_session(principal)
         else:
-            session = await self.get_session(principal, request.session_id)
+            session = await self._owned_session(principal, request.session_id)
             if not await self._locks.try_acquire(session.id):
                 raise SessionBusy(session.id)
+            self._remember(session)
         options = RunOptions(
             principal=principal,
             use_tools=request.use_tools,
@@ -177,6 +197,7 @@ class ChatService:
             turn.options.principal, session_id=turn.session.id
         )
         await self._locks.try_acquire(turn.session.id)  # a fresh uuid: always free
+        self._remember(turn.session)
 
     def _config(self, turn: PreparedTurn) -> dict[str, Any]:
         return {"configurable": {"thread_id": turn.session.id}, "run_id": turn.turn_id}
@@ -190,6 +211,8 @@ class ChatService:
         if self._budget is not None:
             await self._budget.spend(turn.options.principal, summary["usage"]["total_tokens"])
         self._metrics.turns.labels(str(summary["degraded"]).lower()).inc()
+        if turn.new_session:
+            self._remember(turn.session)  # its row was written by the persist node
         log.info(
             "turn",
             principal=turn.options.principal,
