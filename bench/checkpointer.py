@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.utils import HIREDIS_AVAILABLE
 
 from agent_server.persistence.redis_saver import AsyncRedisSaver
@@ -146,6 +147,7 @@ class Runner:
     counter: CommandCounter | None = None
     timings: list[float] = field(default_factory=list)
     commands: int = 0
+    round_trips: int = 0
 
     def __post_init__(self) -> None:
         self.conversation = Conversation(self.saver, f"bench-{uuid.uuid4().hex}")
@@ -156,6 +158,7 @@ class Runner:
     async def run(self, pairs: int, *, measure: bool = True) -> None:
         saver = self.saver
         before = self.counter.count if self.counter else 0
+        trips_before = self.counter.round_trips if self.counter else 0
         for _ in range(pairs):
             config, checkpoint, metadata, new_versions = self.conversation.next()
             start = time.perf_counter()
@@ -168,6 +171,7 @@ class Runner:
                 self.timings.append(elapsed)
         if measure and self.counter:
             self.commands += self.counter.count - before
+            self.round_trips += self.counter.round_trips - trips_before
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.timings)
@@ -179,21 +183,66 @@ class Runner:
         }
         if self.counter:
             row["redis_commands_per_pair"] = self.commands / len(ordered)
+            row["redis_round_trips_per_pair"] = self.round_trips / len(ordered)
         return row
 
 
 class CommandCounter:
-    """Counts commands a redis client sends (wraps `execute_command` on the instance)."""
+    """Counts what a client writes to its sockets: round trips (socket writes) and
+    commands (RESP arrays in them), whichever code path of the saver sent them."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self) -> None:
         self.count = 0
-        inner: Callable[..., Any] = client.execute_command
+        self.round_trips = 0
 
-        async def counting(*args: Any, **options: Any) -> Any:
-            self.count += 1
-            return await inner(*args, **options)
+    def record(self, payload: bytes) -> None:
+        self.round_trips += 1
+        self.count += _resp_arrays(payload)
 
-        client.execute_command = counting  # type: ignore[method-assign]
+
+def _resp_arrays(payload: bytes) -> int:
+    """Number of RESP arrays (commands) in `payload`."""
+    count = pos = 0
+    while pos < len(payload):
+        end = payload.index(b"\r\n", pos)
+        items, pos = int(payload[pos + 1 : end]), end + 2
+        for _ in range(items):
+            end = payload.index(b"\r\n", pos)
+            pos = end + 2 + int(payload[pos + 1 : end]) + 2
+        count += 1
+    return count
+
+
+class _CountingWriter:
+    """A connection's stream writer that reports every write to a CommandCounter."""
+
+    def __init__(self, writer: Any, counter: CommandCounter) -> None:
+        self._writer = writer
+        self._counter = counter
+
+    def write(self, data: bytes) -> None:
+        self._counter.record(bytes(data))
+        self._writer.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        chunks = list(chunks)
+        self._counter.record(b"".join(chunks))
+        self._writer.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
+class CountingConnection(Connection):
+    """A redis-py connection whose socket writes go through a `_CountingWriter`."""
+
+    def __init__(self, *args: Any, counter: CommandCounter, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counter = counter
+
+    async def _connect(self) -> None:
+        await super()._connect()
+        self._writer = _CountingWriter(self._writer, self.counter)  # type: ignore[assignment]
 
 
 @asynccontextmanager
@@ -202,10 +251,13 @@ async def redis_runner(
 ) -> AsyncIterator[Runner]:
     """A runner on AsyncRedisSaver under a unique key prefix, deleted afterwards."""
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
-    client = Redis.from_url(url, **(client_options or {}))
+    counter = CommandCounter()
+    client = Redis.from_url(
+        url, connection_class=CountingConnection, counter=counter, **(client_options or {})
+    )
     try:
         saver = AsyncRedisSaver(client, key_prefix=prefix, **options)
-        yield Runner(name, saver, CommandCounter(client))
+        yield Runner(name, saver, counter)
     finally:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
         for i in range(0, len(keys), 500):

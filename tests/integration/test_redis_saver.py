@@ -27,16 +27,16 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from agent_server.persistence.redis_keys import KEY_SUFFIXES, thread_keys
-from agent_server.persistence.redis_saver import AsyncRedisSaver
+from agent_server.persistence.redis_saver import AsyncRedisSaver, DirectLane, pack_command
 from tests.support.redis import delete_prefix, unique_prefix
 from tests.support.redis_server import (
     Traffic,
-    counting_client,
     free_port,
     redis_server,
     require_redis_binaries,
@@ -74,6 +74,68 @@ async def client(redis_port: int) -> AsyncIterator[Redis]:
 @pytest.fixture
 def saver(client: Redis, prefix: str) -> AsyncRedisSaver:
     return AsyncRedisSaver(client, key_prefix=prefix)
+
+
+def command_names(payload: bytes) -> list[str]:
+    """Names of the RESP commands in `payload` (one or several arrays of bulk strings)."""
+    names, pos = [], 0
+    while pos < len(payload):
+        end = payload.index(b"\r\n", pos)
+        count, pos = int(payload[pos + 1 : end]), end + 2
+        for i in range(count):
+            end = payload.index(b"\r\n", pos)
+            length, start = int(payload[pos + 1 : end]), end + 2
+            if i == 0:
+                names.append(payload[start : start + length].decode().upper())
+            pos = start + length + 2
+    return names
+
+
+class RecordingWriter:
+    """Stands in for a connection's stream writer and records every write into a
+    `Traffic`: what actually goes on the wire, whichever code path sent it."""
+
+    def __init__(self, writer: Any, traffic: Traffic) -> None:
+        self._writer = writer
+        self._traffic = traffic
+
+    def _record(self, payload: bytes) -> None:
+        self._traffic.round_trips += 1
+        self._traffic.commands.extend(command_names(payload))
+
+    def write(self, data: bytes) -> None:
+        self._record(bytes(data))
+        self._writer.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        chunks = list(chunks)
+        self._record(b"".join(chunks))
+        self._writer.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
+class WireCountingConnection(Connection):
+    def __init__(self, *args: Any, traffic: Traffic, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.traffic = traffic
+
+    async def _connect(self) -> None:
+        await super()._connect()
+        self._writer = RecordingWriter(self._writer, self.traffic)  # type: ignore[assignment]
+
+
+def wire_counting_client(port: int, traffic: Traffic, **options: Any) -> Redis:
+    """A client on 127.0.0.1:`port` recording what it writes to its sockets."""
+    pool = ConnectionPool(
+        host="127.0.0.1",
+        port=port,
+        connection_class=WireCountingConnection,
+        traffic=traffic,
+        **options,
+    )
+    return Redis.from_pool(pool)
 
 
 async def keys_under(client: Redis, prefix: str) -> set[str]:
@@ -216,12 +278,22 @@ async def test_reads_refresh_the_ttl_only_when_asked(client: Redis, prefix: str)
 # --- round trips -----------------------------------------------------------------------------
 
 
-async def test_each_operation_is_one_round_trip(redis_port: int, prefix: str) -> None:
+@pytest.mark.parametrize("path", ["direct", "regular"])
+async def test_each_operation_is_one_round_trip(redis_port: int, prefix: str, path: str) -> None:
+    """Counted on the wire (every socket write) and on the server (EVALSHA calls), for
+    the direct lane and for the regular `execute_command` path (a blocking pool)."""
     traffic = Traffic()
-    client = counting_client(redis_port, traffic)
+    if path == "direct":
+        client = wire_counting_client(redis_port, traffic)
+    else:
+        pool = BlockingConnectionPool(
+            port=redis_port, connection_class=WireCountingConnection, traffic=traffic
+        )
+        client = Redis.from_pool(pool)
     stats = redis.Redis(port=redis_port)
     try:
         saver = AsyncRedisSaver(client, key_prefix=prefix)
+        assert (saver._lane is not None) == (path == "direct")
         writer = ThreadWriter(saver, "rt")
         await client.ping()  # connection handshake out of the way
         await client.script_flush()
@@ -259,6 +331,125 @@ async def test_each_operation_is_one_round_trip(redis_port: int, prefix: str) ->
         assert (traffic.round_trips, traffic.commands) == (1, ["UNLINK"])
     finally:
         stats.close()
+        await client.aclose()
+
+
+# --- the direct lane --------------------------------------------------------------------------
+
+
+def test_pack_command_matches_redis_py() -> None:
+    command = ("EVALSHA", "ab" * 20, 2, "k:{t}:idx", "k:{t}:cp", 0, -5, b"\0raw\r\n", "é", b"")
+    assert pack_command(command) == b"".join(Connection().pack_command(*command))
+
+
+async def test_the_direct_lane_serves_only_plain_pooled_resp2_clients(redis_port: int) -> None:
+    clients = {
+        True: [Redis(port=redis_port), wire_counting_client(redis_port, Traffic())],
+        False: [
+            Redis(port=redis_port, single_connection_client=True),
+            Redis(port=redis_port, protocol=3),
+            Redis.from_pool(BlockingConnectionPool(port=redis_port)),
+        ],
+    }
+    try:
+        for expected, group in clients.items():
+            for client in group:
+                assert DirectLane.supports(client) is expected, client
+    finally:
+        for group in clients.values():
+            for client in group:
+                await client.aclose()
+
+
+async def test_the_direct_lane_reuses_pooled_connections(redis_port: int, prefix: str) -> None:
+    client = Redis(port=redis_port)
+    try:
+        saver = AsyncRedisSaver(client, key_prefix=prefix)
+        writers = [ThreadWriter(saver, f"pool-{i}") for i in range(4)]
+        for _ in range(3):  # concurrent operations take distinct connections
+            await asyncio.gather(*(writer.put({"a": writer.step}) for writer in writers))
+            await asyncio.gather(*(saver.aget_tuple(writer.latest) for writer in writers))
+        pool = client.connection_pool
+        assert len(pool._available_connections) == 4 and not pool._in_use_connections
+    finally:
+        await client.aclose()
+
+
+async def test_the_direct_lane_times_out_and_recovers(redis_port: int, prefix: str) -> None:
+    """`socket_timeout` bounds an exchange; the timed-out connection is dropped, so its
+    late reply cannot be read as the answer to the next command."""
+    client = Redis(port=redis_port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    admin = Redis(port=redis_port)
+    try:
+        saver = AsyncRedisSaver(client, key_prefix=prefix)
+        await saver.setup()
+        writer = ThreadWriter(saver, "slow")
+        await writer.put({"a": 1})
+        await admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await saver.aget_tuple(writer.latest)
+        await asyncio.sleep(0.5)
+        await writer.put({"a": 2})
+        tup = await saver.aget_tuple(writer.latest)
+        assert tup is not None and tup.checkpoint["channel_values"] == {"a": 2}
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_a_cancelled_exchange_leaves_no_stale_reply(redis_port: int, prefix: str) -> None:
+    client = Redis(port=redis_port)
+    admin = Redis(port=redis_port)
+    try:
+        saver = AsyncRedisSaver(client, key_prefix=prefix)
+        await saver.setup()
+        first, second = ThreadWriter(saver, "first"), ThreadWriter(saver, "second")
+        await first.put({"who": "first"})
+        await second.put({"who": "second"})
+        await admin.execute_command("CLIENT", "PAUSE", 300, "ALL")
+        read = asyncio.create_task(saver.aget_tuple(first.latest))
+        await asyncio.sleep(0.1)  # the request is on the wire, its reply not yet back
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+        tup = await saver.aget_tuple(second.latest)  # same pooled connection, reconnected
+        assert tup is not None and tup.checkpoint["channel_values"] == {"who": "second"}
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_the_direct_lane_retries_a_dropped_connection(redis_port: int, prefix: str) -> None:
+    client = Redis(port=redis_port)  # redis-py's default retry policy
+    admin = Redis(port=redis_port)
+    try:
+        saver = AsyncRedisSaver(client, key_prefix=prefix)
+        writer = ThreadWriter(saver, "dropped")
+        await writer.put({"a": 1})
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        tup = await saver.aget_tuple(writer.latest)
+        assert tup is not None and tup.checkpoint["channel_values"] == {"a": 1}
+    finally:
+        await client.aclose()
+        await admin.aclose()
+
+
+async def test_the_direct_lane_sends_due_health_checks(redis_port: int, prefix: str) -> None:
+    traffic = Traffic()
+    client = wire_counting_client(redis_port, traffic, health_check_interval=0.2)
+    try:
+        saver = AsyncRedisSaver(client, key_prefix=prefix)
+        await saver.setup()
+        writer = ThreadWriter(saver, "health")
+        await writer.put({"a": 1})
+        traffic.reset()
+        await saver.aget_tuple(writer.latest)
+        assert traffic.commands == ["EVALSHA"]  # just used: no check due
+        await asyncio.sleep(0.3)
+        traffic.reset()
+        await saver.aget_tuple(writer.latest)
+        assert traffic.commands == ["PING", "EVALSHA"]
+    finally:
         await client.aclose()
 
 
