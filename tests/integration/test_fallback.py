@@ -424,3 +424,47 @@ async def test_stream_tool_call_deltas_and_usage(
     assert done["usage"]["output_tokens"] > 0
     assert done["cost_usd"] >= 0.001
     assert all(r.body.get("stream_options", {}).get("include_usage") for r in fake.requests)
+
+
+async def test_stream_of_only_a_role_chunk_is_malformed_and_falls_back(
+    api: httpx.AsyncClient, fake: FakeUpstream
+) -> None:
+    """The role-only first chunk is dropped before langchain sees it; a stream that
+    has nothing else is still a malformed reply, not a crash or an empty answer."""
+    fake.script("m1", fail("empty"))
+    fake.script("m2", text("fine", served_model="m2-2026", cost=0.25))
+    events = await stream(api, {"message": "hello"})
+    names = [name for name, _ in events]
+    assert "reset" not in names
+    assert dict(events)["fallback"] == {"from": "m1", "to": "m2", "reason": "malformed_reply"}
+    assert [d["content"] for n, d in events if n == "message"] == ["fine"]
+    done = events[-1][1]
+    assert done["response"] == "fine" and done["model_used"] == "m2-2026"
+    assert done["cost_usd"] == 0.25 and done["usage"]["output_tokens"] == 1
+
+
+async def test_streamed_request_carries_extras_auth_and_parameters(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """Streamed calls bypass the SDK's request transform (raw chunk dicts): the
+    request must still be what `create()` would have sent."""
+    settings = chain_settings(
+        tmp_path, fake, openrouter_server_fallback=True, openrouter_provider={"sort": "price"}
+    )
+    fake.script("m1", text("ok"))
+    body = {"message": "hello", "temperature": 0.5, "max_tokens": 64, "use_tools": True}
+    with serve_in_thread(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            events = await stream(client, body)
+    assert events[-1][0] == "done"
+    request = fake.requests[0]
+    assert request.stream
+    assert request.body["models"] == ["m1", "m2", "m3"]
+    assert request.body["provider"] == {"sort": "price"}
+    assert request.body["temperature"] == 0.5
+    assert request.body.get("max_completion_tokens", request.body.get("max_tokens")) == 64
+    assert request.body["stream_options"] == {"include_usage": True}
+    assert {tool["function"]["name"] for tool in request.body["tools"]} >= {"calculator"}
+    assert request.body["messages"][-1] == {"role": "user", "content": "hello"}
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["x-title"] == "agent-server"

@@ -86,6 +86,8 @@ class OpenAICompatibleChat(ChatOpenAI):
         default_chunk_class: type,
         base_generation_info: dict[str, Any] | None,
     ) -> ChatGenerationChunk | None:
+        if carries_nothing(chunk):
+            return None  # langchain-openai skips it
         generation = super()._convert_chunk_to_generation_chunk(
             chunk, default_chunk_class, base_generation_info
         )
@@ -93,6 +95,25 @@ class OpenAICompatibleChat(ChatOpenAI):
         if generation is not None and cost is not None:
             generation.message.response_metadata["cost_usd"] = float(cost)
         return generation
+
+
+def carries_nothing(chunk: dict[str, Any]) -> bool:
+    """True for a chunk that would become an empty message chunk: the role-only
+    `{"role": "assistant", "content": ""}` every provider sends first.
+
+    Why drop it: every chunk goes through langchain's callbacks, LangGraph's
+    messages stream and our SSE loop before the next one is read, so this one
+    delayed the first token by ~0.2 ms for nothing (it adds nothing to the merged
+    message: the role is always the assistant's).
+    """
+    choices = chunk.get("choices")
+    if chunk.get("usage") or not isinstance(choices, list) or len(choices) != 1:
+        return False
+    choice = choices[0]
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    if not isinstance(delta, dict) or choice.get("finish_reason") or choice.get("logprobs"):
+        return False
+    return not any(value for key, value in delta.items() if key != "role")
 
 
 def make_openai_compatible_model(
