@@ -26,10 +26,13 @@ async def test_context_rebuilt_from_sql_when_checkpoints_are_gone(tmp_path: Path
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 first = await client.post("/api/chat/message", json={"message": "I am Ada."})
                 sid = first.json()["session_id"]
-                # The hot state disappears (TTL expiry, store wiped...).
-                with sqlite3.connect(settings.checkpoint_db_path) as conn:
-                    conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (sid,))
-                    conn.execute("DELETE FROM writes WHERE thread_id = ?", (sid,))
+        # The hot state disappears (store wiped...) and the server restarts, so not
+        # even its in-process copy of the latest checkpoint is left.
+        with sqlite3.connect(settings.checkpoint_db_path) as conn:
+            conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (sid,))
+            conn.execute("DELETE FROM writes WHERE thread_id = ?", (sid,))
+        with serve_in_thread(create_app(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 second = await client.post(
                     "/api/chat/message", json={"message": "Who am I?", "session_id": sid}
                 )

@@ -2,7 +2,8 @@
 
 `REDIS_URL` set → our `AsyncRedisSaver` on the app's Redis client, with the
 session TTL sliding on every write and growth bounded to `CHECKPOINTS_PER_THREAD`;
-unset → LangGraph's `AsyncSqliteSaver` on a file under `./data/`.
+unset → LangGraph's `AsyncSqliteSaver` on a file under `./data/`, behind
+`LatestCheckpointCache` (this process is then its only writer).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from agent_server.config import Settings
+from agent_server.persistence.cached_saver import LatestCheckpointCache
 from agent_server.persistence.redis_saver import AsyncRedisSaver
 
 log = logging.getLogger(__name__)
@@ -43,4 +45,4 @@ async def open_checkpointer(
     settings.checkpoint_db_path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(settings.checkpoint_db_path)) as saver:
         await saver.setup()
-        yield saver
+        yield LatestCheckpointCache(saver)

@@ -79,15 +79,6 @@ class InstrumentedSaver(BaseCheckpointSaver):
         with self._timed("put_writes"):
             await self.inner.aput_writes(config, writes, task_id, task_path)
 
-    async def athread_exists(self, thread_id: str) -> bool:
-        """Cheap existence check when the saver has one; a full read otherwise."""
-        with self._timed("thread_exists"):
-            exists = getattr(self.inner, "athread_exists", None)
-            if exists is not None:
-                return bool(await exists(thread_id))
-            config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-            return await self.inner.aget_tuple(config) is not None
-
     async def adelete_thread(self, thread_id: str) -> None:
         with self._timed("delete_thread"):
             await self.inner.adelete_thread(thread_id)
