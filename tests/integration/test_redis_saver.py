@@ -194,16 +194,16 @@ class ThreadWriter:
 
 
 @pytest.mark.parametrize(
-    "options",
-    [{}, {"ttl_seconds": 300, "refresh_on_read": True}],
-    ids=["plain", "ttl"],
+    ("options", "protocol"),
+    [({}, 3), ({"ttl_seconds": 300, "refresh_on_read": True}, 3), ({}, 2)],
+    ids=["plain", "ttl", "resp2"],
 )
 async def test_conformance_suite_passes_every_capability(
-    redis_port: int, prefix: str, options: dict[str, Any]
+    redis_port: int, prefix: str, options: dict[str, Any], protocol: int
 ) -> None:
     @checkpointer_test(name="AsyncRedisSaver")
     async def factory() -> AsyncIterator[AsyncRedisSaver]:
-        client = Redis(port=redis_port)
+        client = Redis(port=redis_port, protocol=protocol)
         yield AsyncRedisSaver(client, key_prefix=prefix, **options)
         await client.aclose()
 
@@ -347,12 +347,16 @@ def test_pack_command_matches_redis_py() -> None:
     assert pack_command(command) == b"".join(Connection().pack_command(*command))
 
 
-async def test_the_direct_lane_serves_only_plain_pooled_resp2_clients(redis_port: int) -> None:
+async def test_the_direct_lane_serves_only_plain_pooled_clients(redis_port: int) -> None:
     clients = {
-        True: [Redis(port=redis_port), wire_counting_client(redis_port, Traffic())],
+        True: [
+            Redis(port=redis_port),
+            Redis(port=redis_port, protocol=2),
+            Redis(port=redis_port, protocol=3),
+            wire_counting_client(redis_port, Traffic()),
+        ],
         False: [
             Redis(port=redis_port, single_connection_client=True),
-            Redis(port=redis_port, protocol=3),
             Redis.from_pool(BlockingConnectionPool(port=redis_port)),
         ],
     }
@@ -874,3 +878,22 @@ async def test_a_deadline_tells_its_own_cancellation_from_the_callers() -> None:
     assert await wait(0.5, cancel_after=0.02) == "cancelled"
     # both at once (the caller's timer was armed first): the caller's cancel wins
     assert await wait(0.02, cancel_after=0.02) == "cancelled"
+
+
+async def test_the_direct_lane_honours_a_requested_reconnect(redis_port: int, prefix: str) -> None:
+    """A server notification (RESP3 maintenance push) can mark a connection for
+    reconnection; like `pool.release`, the lane drops it when giving it back."""
+    client = Redis(port=redis_port)
+    try:
+        saver = AsyncRedisSaver(client, key_prefix=prefix)
+        await saver.setup()  # no NOSCRIPT retry: one exchange per operation
+        writer = ThreadWriter(saver, "reconnect")
+        await writer.put({"a": 1})
+        (conn,) = client.connection_pool._available_connections
+        conn.mark_for_reconnect()
+        await saver.aget_tuple(writer.latest)
+        assert not conn.is_connected and not conn.should_reconnect()
+        tup = await saver.aget_tuple(writer.latest)  # reconnects on next use
+        assert tup is not None and conn.is_connected
+    finally:
+        await client.aclose()

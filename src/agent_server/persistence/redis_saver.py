@@ -136,10 +136,11 @@ class DirectLane:
 
     What it keeps: the pool's connections (sharing, `max_connections`, `aclose`),
     `socket_timeout` (one deadline over write + read), `health_check_interval`,
-    disconnecting a connection whose exchange failed or was cancelled (no stale
-    reply for the next user), and retries: a connection or timeout error is retried
-    once through `execute_command`, with the client's own retry policy, unless that
-    policy allows none.
+    reconnects asked for by server notifications, disconnecting a connection whose
+    exchange failed or was cancelled (no stale reply for the next user), and
+    retries: a connection or timeout error is retried once through
+    `execute_command`, with the client's own retry policy, unless that policy
+    allows none.
     """
 
     def __init__(self, client: Redis) -> None:
@@ -148,18 +149,17 @@ class DirectLane:
 
     @staticmethod
     def supports(client: Redis | RedisCluster) -> bool:
-        """Standalone client on the default pool, RESP2, no credential provider, and
-        the pool internals this lane relies on. Cluster routing, blocking/sentinel
-        pools, a single shared connection, RESP3 (push messages may arrive between
-        replies) and re-authenticating connections keep the regular path."""
+        """Standalone client on the default pool, no credential provider, and the
+        pool internals this lane relies on. Cluster routing, blocking/sentinel pools,
+        a single shared connection and re-authenticating connections keep the
+        regular path. RESP2 and RESP3 both work: the connection's parser skips
+        RESP3 push messages for us, as it does for `execute_command`."""
         if not isinstance(client, Redis) or client.single_connection_client:
             return False
         pool = client.connection_pool
-        kwargs = pool.connection_kwargs
         return (
             type(pool) is ConnectionPool
-            and kwargs.get("protocol") in (None, 2, "2")
-            and kwargs.get("credential_provider") is None
+            and pool.connection_kwargs.get("credential_provider") is None
             and isinstance(getattr(pool, "_available_connections", None), list)
             and isinstance(getattr(pool, "_in_use_connections", None), set)
             and isinstance(getattr(pool, "_lock", None), asyncio.Lock)
@@ -180,9 +180,18 @@ class DirectLane:
             if not _retries_allowed(conn):
                 raise
         finally:
-            pool._in_use_connections.discard(conn)
-            pool._available_connections.append(conn)
+            await self._give_back(conn)
         return await self.client.execute_command(*command)
+
+    async def _give_back(self, conn: AbstractConnection) -> None:
+        """`pool.release` without its lock, event and metrics: back to the idle list,
+        disconnected first if a server notification asked for a reconnect."""
+        pool = self.pool
+        pool._in_use_connections.discard(conn)
+        should_reconnect = getattr(conn, "should_reconnect", None)  # not in older redis-py
+        if should_reconnect is not None and should_reconnect():
+            await conn.disconnect()
+        pool._available_connections.append(conn)
 
 
 def _retries_allowed(conn: AbstractConnection) -> bool:
