@@ -59,6 +59,7 @@ class Resources:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.transcript.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.knowledge_engine is not self.engine:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy import Connection, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 from agent_server.persistence import migrate
+from agent_server.persistence.db import Work, sql_runner
 from agent_server.persistence.models import SessionRow, TurnRow, utcnow
+
+T = TypeVar("T")
 
 
 def _aware(value: datetime) -> datetime:
@@ -88,11 +90,16 @@ def _turn_record(row: TurnRow) -> TurnRecord:
 
 
 class TranscriptRepository:
-    """Sessions and turns in SQL, scoped by owner."""
+    """Sessions and turns in SQL, scoped by owner.
+
+    Each method is a synchronous function of one connection, run by a `SqlRunner`
+    (one worker-thread hop on SQLite, `run_sync` on async drivers), so a call costs
+    one hop however many statements it runs.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._runner = sql_runner(engine)
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
         self._statements: tuple[Any, Any, Any] | None = None
@@ -110,19 +117,21 @@ class TranscriptRepository:
         """The app checked or applied the migrations itself; skip the lazy upgrade."""
         self._schema_ready = True
 
-    async def _ready(self) -> None:
+    async def close(self) -> None:
+        await self._runner.close()
+
+    async def _read(self, work: Work[T]) -> T:
         if not self._schema_ready:
             await self.create_schema()
+        return await self._runner.read(work)
 
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[AsyncSession]:
-        await self._ready()
-        async with self._sessions() as session:
-            yield session
+    async def _write(self, work: Work[T]) -> T:
+        if not self._schema_ready:
+            await self.create_schema()
+        return await self._runner.write(work)
 
     async def ping(self) -> None:
-        async with self._engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self._runner.read(lambda conn: conn.execute(text("SELECT 1")).scalar())
 
     # --- sessions -------------------------------------------------------------
 
@@ -130,24 +139,23 @@ class TranscriptRepository:
         self, owner: str, *, title: str | None = None, session_id: str | None = None
     ) -> SessionInfo:
         now = utcnow()
-        row = SessionRow(
-            id=session_id or str(uuid.uuid4()),
-            owner=owner,
-            title=title,
-            created_at=now,
-            last_active_at=now,
+        values = {
+            "id": session_id or str(uuid.uuid4()),
+            "owner": owner,
+            "title": title,
+            "created_at": now,
+            "last_active_at": now,
+        }
+        await self._write(lambda conn: conn.execute(_SESSIONS.insert(), values))
+        return SessionInfo(
+            id=values["id"], owner=owner, title=title, created_at=now, last_active_at=now
         )
-        async with self._session() as session, session.begin():
-            session.add(row)
-        return _session_info(row)
 
     async def get_session(self, session_id: str, owner: str) -> SessionInfo | None:
-        """On every message to an existing session, so it is a Core statement on a
-        plain connection: the ORM's session, identity map and row objects cost more
-        than the query itself here."""
-        await self._ready()
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_GET_SESSION, {"id": session_id, "owner": owner})).first()
+        """On every message to an existing session, so it is one Core statement built
+        once: the ORM's session and identity map would cost more than the query."""
+        params = {"id": session_id, "owner": owner}
+        row = await self._read(lambda conn: conn.execute(_GET_SESSION, params).first())
         if row is None:
             return None
         return SessionInfo(
@@ -172,20 +180,25 @@ class TranscriptRepository:
             .limit(limit)
             .offset(offset)
         )
-        async with self._session() as session:
-            rows = (await session.execute(stmt)).all()
-        return [_session_info(row, count) for row, count in rows]
+
+        def work(conn: Connection) -> list[SessionInfo]:
+            with Session(conn) as session:
+                return [_session_info(row, count) for row, count in session.execute(stmt).all()]
+
+        return await self._read(work)
 
     async def delete_session(self, session_id: str, owner: str) -> bool:
-        async with self._session() as session, session.begin():
+        def work(conn: Connection) -> bool:
             owned = select(SessionRow.id).where(
                 SessionRow.id == session_id, SessionRow.owner == owner
             )
-            if (await session.execute(owned)).first() is None:
+            if conn.execute(owned).first() is None:
                 return False
-            await session.execute(delete(TurnRow).where(TurnRow.session_id == session_id))
-            await session.execute(delete(SessionRow).where(SessionRow.id == session_id))
-        return True
+            conn.execute(delete(TurnRow).where(TurnRow.session_id == session_id))
+            conn.execute(delete(SessionRow).where(SessionRow.id == session_id))
+            return True
+
+        return await self._write(work)
 
     # --- turns ----------------------------------------------------------------
 
@@ -193,52 +206,47 @@ class TranscriptRepository:
         """Insert the turn unless its `turn_id` is already stored.
 
         Returns whether a row was written. The session row is created on the fly
-        for threads that did not come through our API (LangGraph Studio), and its
-        `last_active_at` and title are updated in the same transaction. The three
-        statements are built once (`_turn_statements`) and get their values as
-        parameters, so SQLAlchemy compiles and caches them once instead of
-        computing a cache key from inline values on every turn.
+        (first turns of new sessions, threads that did not come through our API such
+        as LangGraph Studio's), and its `last_active_at` and title are updated in the
+        same transaction. The three statements are built once (`_turn_statements`)
+        and get their values as parameters, so SQLAlchemy compiles and caches them
+        once instead of computing a cache key from inline values on every turn.
         """
         now = utcnow()
         title = _title_from(turn.user_message)
         upsert_session, insert_turn, touch_session = self._turn_statements()
-        await self._ready()
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                upsert_session,
-                {
-                    "id": turn.session_id,
-                    "owner": owner,
-                    "title": title,
-                    "created_at": now,
-                    "last_active_at": now,
-                },
-            )
-            result = await conn.execute(
-                insert_turn,
-                {
-                    "turn_id": turn.turn_id,
-                    "session_id": turn.session_id,
-                    "user_message": turn.user_message,
-                    "assistant_message": turn.assistant_message,
-                    "tools_used": turn.tools_used,
-                    "model_used": turn.model_used,
-                    "input_tokens": turn.input_tokens,
-                    "output_tokens": turn.output_tokens,
-                    "cost_usd": turn.cost_usd,
-                    "latency_ms": turn.latency_ms,
-                    "fallbacks": turn.fallbacks,
-                    "degraded": turn.degraded,
-                    "metadata": turn.metadata,
-                    "created_at": now,
-                },
-            )
-            inserted = bool(result.rowcount)
+        session_values = {
+            "id": turn.session_id,
+            "owner": owner,
+            "title": title,
+            "created_at": now,
+            "last_active_at": now,
+        }
+        turn_values = {
+            "turn_id": turn.turn_id,
+            "session_id": turn.session_id,
+            "user_message": turn.user_message,
+            "assistant_message": turn.assistant_message,
+            "tools_used": turn.tools_used,
+            "model_used": turn.model_used,
+            "input_tokens": turn.input_tokens,
+            "output_tokens": turn.output_tokens,
+            "cost_usd": turn.cost_usd,
+            "latency_ms": turn.latency_ms,
+            "fallbacks": turn.fallbacks,
+            "degraded": turn.degraded,
+            "metadata": turn.metadata,
+            "created_at": now,
+        }
+
+        def work(conn: Connection) -> bool:
+            conn.execute(upsert_session, session_values)
+            inserted = bool(conn.execute(insert_turn, turn_values).rowcount)
             if inserted:
-                await conn.execute(
-                    touch_session, {"sid": turn.session_id, "now": now, "title": title}
-                )
-        return inserted
+                conn.execute(touch_session, {"sid": turn.session_id, "now": now, "title": title})
+            return inserted
+
+        return await self._write(work)
 
     def _turn_statements(self) -> tuple[Any, Any, Any]:
         if self._statements is None:
@@ -265,9 +273,7 @@ class TranscriptRepository:
             .limit(limit)
             .offset(offset)
         )
-        async with self._session() as session:
-            rows = (await session.scalars(stmt)).all()
-        return [_turn_record(row) for row in rows]
+        return await self._read(lambda conn: _turn_records(conn, stmt))
 
     async def recent_turns(self, session_id: str, *, limit: int) -> list[TurnRecord]:
         """The newest `limit` turns, oldest first: enough to rebuild model context."""
@@ -277,9 +283,13 @@ class TranscriptRepository:
             .order_by(TurnRow.id.desc())
             .limit(limit)
         )
-        async with self._session() as session:
-            rows = (await session.scalars(stmt)).all()
-        return [_turn_record(row) for row in reversed(rows)]
+        newest_first = await self._read(lambda conn: _turn_records(conn, stmt))
+        return newest_first[::-1]
+
+
+def _turn_records(conn: Connection, stmt: Any) -> list[TurnRecord]:
+    with Session(conn) as session:
+        return [_turn_record(row) for row in session.scalars(stmt).all()]
 
 
 _SESSIONS = SessionRow.__table__
