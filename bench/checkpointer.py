@@ -40,7 +40,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -262,14 +262,23 @@ class CountingConnection(Connection):
 
 @asynccontextmanager
 async def redis_runner(
-    name: str, url: str, client_options: dict[str, Any] | None = None, **options: Any
+    name: str,
+    url: str,
+    client_options: dict[str, Any] | None = None,
+    *,
+    blocking_pool: bool = False,
+    **options: Any,
 ) -> AsyncIterator[Runner]:
     """A runner on AsyncRedisSaver under a unique key prefix, deleted afterwards."""
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
     counter = CommandCounter()
-    client = Redis.from_url(
-        url, connection_class=CountingConnection, counter=counter, **(client_options or {})
+    client_options = {"connection_class": CountingConnection, "counter": counter} | (
+        client_options or {}
     )
+    if blocking_pool:
+        client = Redis.from_pool(BlockingConnectionPool.from_url(url, **client_options))
+    else:
+        client = Redis.from_url(url, **client_options)
     try:
         saver = AsyncRedisSaver(client, key_prefix=prefix, **options)
         yield Runner(name, saver, counter)
@@ -299,12 +308,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     max_checkpoints_per_thread=20,
                 )
             ),
-            # redis-py wraps every socket write in asyncio.wait_for when socket_timeout
-            # is set (its default is 5 s); this row shows what that costs.
+            # The socket timeout (redis-py's default is 5 s) costs a loop timer per round
+            # trip in the saver's direct lane; this row shows what that costs.
             await stack.enter_async_context(
                 redis_runner(
                     "redis_no_sock_timeout", args.redis_url, client_options={"socket_timeout": None}
                 )
+            ),
+            # A blocking pool keeps the saver on redis-py's own `execute_command` path
+            # (retry wrapper, hooks, asyncio.wait_for per write): what the lane saves.
+            await stack.enter_async_context(
+                redis_runner("redis_execute_command", args.redis_url, blocking_pool=True)
             ),
         ]
         for runner in runners:

@@ -36,7 +36,7 @@ from agent_server.persistence.redis_keys import KEY_SUFFIXES, thread_keys
 from agent_server.persistence.redis_saver import (
     AsyncRedisSaver,
     DirectLane,
-    _Deadline,
+    _Watchdog,
     pack_command,
 )
 from tests.support.redis import delete_prefix, unique_prefix
@@ -856,28 +856,54 @@ async def test_from_conn_string_owns_its_client(redis_url: str, prefix: str) -> 
 
 async def test_a_deadline_tells_its_own_cancellation_from_the_callers() -> None:
     loop = asyncio.get_running_loop()
+    watchdog = _Watchdog()
 
-    async def wait(seconds: float | None, cancel_after: float | None = None) -> str:
+    async def wait(seconds: float, cancel_after: float | None = None, work: float = 0.2) -> str:
         task = asyncio.current_task()
         assert task is not None
         if cancel_after is not None:
             loop.call_later(cancel_after, task.cancel)
-        deadline = _Deadline(loop, seconds)
+        deadline = watchdog.deadline(loop, seconds)
         try:
             try:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(work)
             finally:
                 deadline.cancel()
         except asyncio.CancelledError:
             return "timed out" if deadline.timed_out() else "cancelled"
         return "done"
 
-    assert await wait(None) == "done"
     assert await wait(0.5) == "done"
     assert await wait(0.02) == "timed out"
     assert await wait(0.5, cancel_after=0.02) == "cancelled"
     # both at once (the caller's timer was armed first): the caller's cancel wins
     assert await wait(0.02, cancel_after=0.02) == "cancelled"
+    # concurrent exchanges: each times out on its own deadline, the others go on
+    results = await asyncio.gather(
+        wait(0.5, work=0.05), wait(0.03), wait(0.06), wait(0.5, work=0.1), wait(0.09)
+    )
+    assert results == ["done", "timed out", "timed out", "done", "timed out"]
+    assert not watchdog._deadlines
+
+
+def test_a_watchdog_starts_afresh_on_another_event_loop() -> None:
+    watchdog = _Watchdog()
+
+    async def one_timeout() -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = watchdog.deadline(loop, 0.02)
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            return deadline.timed_out()
+        return False
+
+    async def abandoned() -> None:  # its loop ends with the deadline pending
+        watchdog.deadline(asyncio.get_running_loop(), 60)
+
+    asyncio.run(abandoned())
+    assert asyncio.run(one_timeout()) is True
+    assert asyncio.run(one_timeout()) is True
 
 
 async def test_the_direct_lane_honours_a_requested_reconnect(redis_port: int, prefix: str) -> None:
