@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, bindparam, delete, func, select, text
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
@@ -59,7 +59,8 @@ class TurnRecord:
     created_at: datetime | None = None
 
 
-def _session_info(row: SessionRow, turn_count: int = 0) -> SessionInfo:
+def _session_info(row: SessionRow | Row[Any], turn_count: int = 0) -> SessionInfo:
+    """From an ORM row or a Core row of the sessions table (same attribute names)."""
     return SessionInfo(
         id=row.id,
         owner=row.owner,
@@ -156,15 +157,7 @@ class TranscriptRepository:
         once: the ORM's session and identity map would cost more than the query."""
         params = {"id": session_id, "owner": owner}
         row = await self._read(lambda conn: conn.execute(_GET_SESSION, params).first())
-        if row is None:
-            return None
-        return SessionInfo(
-            id=row.id,
-            owner=row.owner,
-            title=row.title,
-            created_at=_aware(row.created_at),
-            last_active_at=_aware(row.last_active_at),
-        )
+        return None if row is None else _session_info(row)
 
     async def list_sessions(self, owner: str, *, limit: int, offset: int) -> list[SessionInfo]:
         turn_counts = (
