@@ -124,3 +124,51 @@ async def test_turn_deadline_bounds_the_chain() -> None:
     assert getattr(info.value, "code", None) == "upstream_unavailable"
     assert info.value.details == {"models": [{"model": "a", "reason": "deadline"}]}
     assert a.calls == [] and b.calls == []
+
+
+async def commands_processed(client: Redis) -> int:
+    """Commands the server has run, not counting this INFO call itself."""
+    info = await client.info("stats")
+    return int(info["total_commands_processed"])
+
+
+async def test_healthy_models_cost_no_round_trip_per_call_within_the_cache_window() -> None:
+    """Reading the keys before every call and deleting the failure count after every
+    success was two round trips per model call; now the first call looks once."""
+    from tests.support.redis_server import redis_server
+
+    with redis_server() as port:
+        client = Redis(port=port)
+        try:
+            replica, (a, _) = chain(
+                ["one", "two", "three"], ["b"], RedisCooldowns(client, cache_seconds=30)
+            )
+            await replica.ainvoke([], tools=[])  # looks the keys up once
+            before = await commands_processed(client)
+            await replica.ainvoke([], tools=[])
+            await replica.ainvoke([], tools=[])
+            after = await commands_processed(client)
+            assert len(a.calls) == 3
+            assert after - before == 1  # only the INFO of `before`
+        finally:
+            await client.aclose()
+
+
+async def test_a_failure_seen_is_reset_by_the_next_success_and_cooldowns_apply_at_once(
+    redis_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_prefix
+    client = Redis.from_url(url)
+    try:
+        cooldowns = RedisCooldowns(client, prefix=prefix, cache_seconds=30)
+        replica, (a, _) = chain([server_error(), "ok", rate_limited("30")], ["from b"], cooldowns)
+        await replica.ainvoke([], tools=[])  # a fails once: counted in Redis
+        assert await client.get(f"{prefix}:failures:a") == b"1"
+        await replica.ainvoke([], tools=[])  # a succeeds: the count is reset
+        assert await client.get(f"{prefix}:failures:a") is None
+        await replica.ainvoke([], tools=[])  # a rate-limits: cooled down here at once
+        result = await replica.ainvoke([], tools=[])
+        assert result.fallbacks == [{"model": "a", "reason": "cooling_down"}]
+        assert len(a.calls) == 3
+    finally:
+        await client.aclose()
