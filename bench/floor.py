@@ -93,7 +93,8 @@ async def in_process_turn(saver_kind: str, redis_url: str) -> AsyncIterator[Turn
             await resources.prepare()
             async with saver_for(saver_kind, Path(tmp), redis_url) as saver:
                 graph = build_graph(resources.deps, checkpointer=saver)
-                options = RunOptions()
+                # As the service does: a thread it just created has no past to restore.
+                first, later = RunOptions(new_session=True), RunOptions()
 
                 async def turn(session: str | None) -> str:
                     thread_id = session or str(uuid.uuid4())
@@ -101,7 +102,7 @@ async def in_process_turn(saver_kind: str, redis_url: str) -> AsyncIterator[Turn
                     final = await graph.ainvoke(
                         new_turn(MESSAGE, turn_id),
                         {"configurable": {"thread_id": thread_id}, "run_id": turn_id},
-                        context=options,
+                        context=first if session is None else later,
                         **extra,
                     )
                     response = final["last_turn"]["response"]
