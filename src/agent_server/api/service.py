@@ -51,9 +51,12 @@ class PreparedTurn:
     turn_id: str
     message: str
     options: RunOptions
-    new_session: bool = False
-    """The message started a session: no SQL row and no lock yet (see `start_turn`)."""
     started: float = 0.0
+
+    @property
+    def new_session(self) -> bool:
+        """The message started a session: no SQL row and no lock yet (see `start_turn`)."""
+        return self.options.new_session
 
 
 @contextmanager
@@ -180,7 +183,7 @@ class ChatService:
             new_session=new_session,
         )
         return PreparedTurn(
-            session, str(uuid.uuid4()), request.message, options, new_session, time.perf_counter()
+            session, str(uuid.uuid4()), request.message, options, time.perf_counter()
         )
 
     @staticmethod
