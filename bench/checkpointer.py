@@ -41,8 +41,8 @@ from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import Connection
 from redis.utils import HIREDIS_AVAILABLE
+from tests.support.redis_server import CountingConnection, command_names
 
 from agent_server.persistence.redis_saver import AsyncRedisSaver
 
@@ -212,52 +212,7 @@ class CommandCounter:
     def record(self, payload: bytes) -> None:
         self.round_trips += 1
         if self.parsing:
-            self.commands += _resp_arrays(payload)
-
-
-def _resp_arrays(payload: bytes) -> int:
-    """Number of RESP arrays (commands) in `payload`."""
-    count = pos = 0
-    while pos < len(payload):
-        end = payload.index(b"\r\n", pos)
-        items, pos = int(payload[pos + 1 : end]), end + 2
-        for _ in range(items):
-            end = payload.index(b"\r\n", pos)
-            pos = end + 2 + int(payload[pos + 1 : end]) + 2
-        count += 1
-    return count
-
-
-class _CountingWriter:
-    """A connection's stream writer that reports every write to a CommandCounter."""
-
-    def __init__(self, writer: Any, counter: CommandCounter) -> None:
-        self._writer = writer
-        self._counter = counter
-
-    def write(self, data: bytes) -> None:
-        self._counter.record(data)
-        self._writer.write(data)
-
-    def writelines(self, chunks: Any) -> None:
-        chunks = list(chunks)
-        self._counter.record(b"".join(chunks))
-        self._writer.writelines(chunks)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._writer, name)
-
-
-class CountingConnection(Connection):
-    """A redis-py connection whose socket writes go through a `_CountingWriter`."""
-
-    def __init__(self, *args: Any, counter: CommandCounter, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.counter = counter
-
-    async def _connect(self) -> None:
-        await super()._connect()
-        self._writer = _CountingWriter(self._writer, self.counter)  # type: ignore[assignment]
+            self.commands += len(command_names(payload))
 
 
 @asynccontextmanager
@@ -272,7 +227,7 @@ async def redis_runner(
     """A runner on AsyncRedisSaver under a unique key prefix, deleted afterwards."""
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
     counter = CommandCounter()
-    client_options = {"connection_class": CountingConnection, "counter": counter} | (
+    client_options = {"connection_class": CountingConnection, "recorder": counter} | (
         client_options or {}
     )
     if blocking_pool:

@@ -27,7 +27,7 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -41,7 +41,9 @@ from agent_server.persistence.redis_saver import (
 )
 from tests.support.redis import delete_prefix, unique_prefix
 from tests.support.redis_server import (
+    CountingConnection,
     Traffic,
+    counting_client,
     free_port,
     redis_server,
     require_redis_binaries,
@@ -79,68 +81,6 @@ async def client(redis_port: int) -> AsyncIterator[Redis]:
 @pytest.fixture
 def saver(client: Redis, prefix: str) -> AsyncRedisSaver:
     return AsyncRedisSaver(client, key_prefix=prefix)
-
-
-def command_names(payload: bytes) -> list[str]:
-    """Names of the RESP commands in `payload` (one or several arrays of bulk strings)."""
-    names, pos = [], 0
-    while pos < len(payload):
-        end = payload.index(b"\r\n", pos)
-        count, pos = int(payload[pos + 1 : end]), end + 2
-        for i in range(count):
-            end = payload.index(b"\r\n", pos)
-            length, start = int(payload[pos + 1 : end]), end + 2
-            if i == 0:
-                names.append(payload[start : start + length].decode().upper())
-            pos = start + length + 2
-    return names
-
-
-class RecordingWriter:
-    """Stands in for a connection's stream writer and records every write into a
-    `Traffic`: what actually goes on the wire, whichever code path sent it."""
-
-    def __init__(self, writer: Any, traffic: Traffic) -> None:
-        self._writer = writer
-        self._traffic = traffic
-
-    def _record(self, payload: bytes) -> None:
-        self._traffic.round_trips += 1
-        self._traffic.commands.extend(command_names(payload))
-
-    def write(self, data: bytes) -> None:
-        self._record(bytes(data))
-        self._writer.write(data)
-
-    def writelines(self, chunks: Any) -> None:
-        chunks = list(chunks)
-        self._record(b"".join(chunks))
-        self._writer.writelines(chunks)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._writer, name)
-
-
-class WireCountingConnection(Connection):
-    def __init__(self, *args: Any, traffic: Traffic, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.traffic = traffic
-
-    async def _connect(self) -> None:
-        await super()._connect()
-        self._writer = RecordingWriter(self._writer, self.traffic)  # type: ignore[assignment]
-
-
-def wire_counting_client(port: int, traffic: Traffic, **options: Any) -> Redis:
-    """A client on 127.0.0.1:`port` recording what it writes to its sockets."""
-    pool = ConnectionPool(
-        host="127.0.0.1",
-        port=port,
-        connection_class=WireCountingConnection,
-        traffic=traffic,
-        **options,
-    )
-    return Redis.from_pool(pool)
 
 
 async def keys_under(client: Redis, prefix: str) -> set[str]:
@@ -289,10 +229,10 @@ async def test_each_operation_is_one_round_trip(redis_port: int, prefix: str, pa
     the direct lane and for the regular `execute_command` path (a blocking pool)."""
     traffic = Traffic()
     if path == "direct":
-        client = wire_counting_client(redis_port, traffic)
+        client = counting_client(redis_port, traffic)
     else:
         pool = BlockingConnectionPool(
-            port=redis_port, connection_class=WireCountingConnection, traffic=traffic
+            port=redis_port, connection_class=CountingConnection, recorder=traffic
         )
         client = Redis.from_pool(pool)
     stats = redis.Redis(port=redis_port)
@@ -353,7 +293,7 @@ async def test_the_direct_lane_serves_only_plain_pooled_clients(redis_port: int)
             Redis(port=redis_port),
             Redis(port=redis_port, protocol=2),
             Redis(port=redis_port, protocol=3),
-            wire_counting_client(redis_port, Traffic()),
+            counting_client(redis_port, Traffic()),
         ],
         False: [
             Redis(port=redis_port, single_connection_client=True),
@@ -445,7 +385,7 @@ async def test_the_direct_lane_retries_a_dropped_connection(redis_port: int, pre
 
 async def test_the_direct_lane_sends_due_health_checks(redis_port: int, prefix: str) -> None:
     traffic = Traffic()
-    client = wire_counting_client(redis_port, traffic, health_check_interval=0.2)
+    client = counting_client(redis_port, traffic, health_check_interval=0.2)
     try:
         saver = AsyncRedisSaver(client, key_prefix=prefix)
         await saver.setup()

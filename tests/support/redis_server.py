@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -178,6 +179,25 @@ def _wait_for_cluster_ok(ports: list[int]) -> None:
 # --- counting what a client sends --------------------------------------------------------
 
 
+def command_names(payload: bytes) -> list[str]:
+    """Names of the RESP commands in `payload` (one or several arrays of bulk strings)."""
+    names, pos = [], 0
+    while pos < len(payload):
+        end = payload.index(b"\r\n", pos)
+        count, pos = int(payload[pos + 1 : end]), end + 2
+        for i in range(count):
+            end = payload.index(b"\r\n", pos)
+            length, start = int(payload[pos + 1 : end]), end + 2
+            if i == 0:
+                names.append(payload[start : start + length].decode().upper())
+            pos = start + length + 2
+    return names
+
+
+class Recorder(Protocol):
+    def record(self, payload: bytes) -> None: ...
+
+
 @dataclass
 class Traffic:
     """What a client sent: one `round_trips` per write to the socket (a pipeline is
@@ -186,36 +206,56 @@ class Traffic:
     round_trips: int = 0
     commands: list[str] = field(default_factory=list)
 
+    def record(self, payload: bytes) -> None:
+        self.round_trips += 1
+        self.commands.extend(command_names(payload))
+
     def reset(self) -> None:
         self.round_trips = 0
         self.commands.clear()
 
 
+class RecordingWriter:
+    """Stands in for a connection's stream writer and hands every write to a
+    `Recorder`: what actually goes on the wire, whichever code path sent it."""
+
+    def __init__(self, writer: Any, recorder: Recorder) -> None:
+        self._writer = writer
+        self._recorder = recorder
+
+    def write(self, data: bytes) -> None:
+        self._recorder.record(bytes(data))
+        self._writer.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        chunks = list(chunks)
+        self._recorder.record(b"".join(chunks))
+        self._writer.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
 class CountingConnection(Connection):
-    """A connection that records every command it sends into `traffic`."""
+    """A redis-py connection whose socket writes go through a `RecordingWriter`."""
 
-    def __init__(self, *args: object, traffic: Traffic, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.traffic = traffic
+    def __init__(self, *args: Any, recorder: Recorder, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorder = recorder
 
-    async def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
-        self.traffic.round_trips += 1
-        await super().send_packed_command(command, check_health)
-
-    def pack_command(self, *args):  # type: ignore[no-untyped-def]
-        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-        self.traffic.commands.append(name.split()[0].upper())
-        return super().pack_command(*args)
+    async def _connect(self) -> None:
+        await super()._connect()
+        self._writer = RecordingWriter(self._writer, self.recorder)  # type: ignore[assignment]
 
 
-def counting_client(port: int, traffic: Traffic) -> Redis:
-    """An asyncio client on 127.0.0.1:`port` that records its traffic."""
+def counting_client(port: int, recorder: Recorder, **options: Any) -> Redis:
+    """An asyncio client on 127.0.0.1:`port` recording what it writes to its sockets."""
     pool = ConnectionPool(
         host="127.0.0.1",
         port=port,
-        decode_responses=False,
         connection_class=CountingConnection,
-        traffic=traffic,
+        recorder=recorder,
+        **options,
     )
     return Redis.from_pool(pool)
 
