@@ -3,41 +3,55 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from agent_server.api.app import create_app
+from agent_server.config import Settings
 from tests.conftest import make_settings
-from tests.support.fake_upstream import fake_upstream, text
+from tests.support.fake_upstream import FakeUpstream, fake_upstream, text
 from tests.support.servers import serve_in_thread
 
 
-async def test_context_rebuilt_from_sql_when_checkpoints_are_gone(tmp_path: Path) -> None:
+@pytest.fixture
+def upstream(tmp_path: Path) -> Iterator[tuple[FakeUpstream, Settings]]:
+    """The fake upstream, and settings whose one model, m1, it serves."""
     with fake_upstream() as fake:
-        settings = make_settings(
-            tmp_path,
-            openrouter_api_key="sk-test",
-            openrouter_base_url=fake.base_url,
-            agent_models=["m1"],
+        yield (
+            fake,
+            make_settings(
+                tmp_path,
+                openrouter_api_key="sk-test",
+                openrouter_base_url=fake.base_url,
+                agent_models=["m1"],
+            ),
         )
-        fake.always("m1", text("Nice to meet you, Ada."))
-        with serve_in_thread(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                first = await client.post("/api/chat/message", json={"message": "I am Ada."})
-                sid = first.json()["session_id"]
-        # The hot state disappears (store wiped...) and the server restarts, so not
-        # even its in-process copy of the latest checkpoint is left.
-        with sqlite3.connect(settings.checkpoint_db_path) as conn:
-            conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (sid,))
-            conn.execute("DELETE FROM writes WHERE thread_id = ?", (sid,))
-        with serve_in_thread(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                second = await client.post(
-                    "/api/chat/message", json={"message": "Who am I?", "session_id": sid}
-                )
-                assert second.status_code == 200
-                history = (await client.get(f"/api/chat/history/{sid}")).json()["turns"]
+
+
+async def test_context_rebuilt_from_sql_when_checkpoints_are_gone(
+    upstream: tuple[FakeUpstream, Settings],
+) -> None:
+    fake, settings = upstream
+    fake.always("m1", text("Nice to meet you, Ada."))
+    with serve_in_thread(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            first = await client.post("/api/chat/message", json={"message": "I am Ada."})
+            sid = first.json()["session_id"]
+    # The hot state disappears (store wiped...) and the server restarts, so not
+    # even its in-process copy of the latest checkpoint is left.
+    with sqlite3.connect(settings.checkpoint_db_path) as conn:
+        conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (sid,))
+        conn.execute("DELETE FROM writes WHERE thread_id = ?", (sid,))
+    with serve_in_thread(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            second = await client.post(
+                "/api/chat/message", json={"message": "Who am I?", "session_id": sid}
+            )
+            assert second.status_code == 200
+            history = (await client.get(f"/api/chat/history/{sid}")).json()["turns"]
     sent = fake.requests[-1].body["messages"]
     roles_and_text = [(m["role"], m["content"]) for m in sent]
     assert roles_and_text[1:] == [
@@ -48,20 +62,14 @@ async def test_context_rebuilt_from_sql_when_checkpoints_are_gone(tmp_path: Path
     assert [t["user_message"] for t in history] == ["I am Ada.", "Who am I?"]
 
 
-async def test_live_hot_state_is_not_duplicated(tmp_path: Path) -> None:
-    with fake_upstream() as fake:
-        settings = make_settings(
-            tmp_path,
-            openrouter_api_key="sk-test",
-            openrouter_base_url=fake.base_url,
-            agent_models=["m1"],
-        )
-        fake.always("m1", text("ok"))
-        with serve_in_thread(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-                sid = (await client.post("/api/chat/message", json={"message": "one"})).json()[
-                    "session_id"
-                ]
-                await client.post("/api/chat/message", json={"message": "two", "session_id": sid})
+async def test_live_hot_state_is_not_duplicated(upstream: tuple[FakeUpstream, Settings]) -> None:
+    fake, settings = upstream
+    fake.always("m1", text("ok"))
+    with serve_in_thread(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            sid = (await client.post("/api/chat/message", json={"message": "one"})).json()[
+                "session_id"
+            ]
+            await client.post("/api/chat/message", json={"message": "two", "session_id": sid})
     sent = [(m["role"], m["content"]) for m in fake.requests[-1].body["messages"]][1:]
     assert sent == [("user", "one"), ("assistant", "ok"), ("user", "two")]
