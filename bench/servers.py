@@ -195,6 +195,16 @@ def agent_server(
             }
         )
         env.update(overrides or {})
+        # The schema is migrated first, as a deployment's release step does: a server
+        # that finds it current never loads Alembic (10 MB of RSS it would carry).
+        subprocess.run(
+            [PYTHON, "-m", "agent_server.cli", "db", "upgrade"],
+            cwd=data,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         argv = [PYTHON, *(entry or ["-m", "agent_server.cli"]), "serve", "--port", str(port)]
         shown = {k: v for k, v in env.items() if k in SHOWN_SETTINGS or k in (overrides or {})}
         with spawn(

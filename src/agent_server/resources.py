@@ -48,10 +48,10 @@ class Resources:
             await self.transcript.create_schema()
         else:
             current = await migrate.current_revision(self.engine)
-            if current != migrate.head_revision():
+            if current != migrate.HEAD_REVISION:
                 raise RuntimeError(
                     f"database schema is at {current or 'nothing'}, not "
-                    f"{migrate.head_revision()}: run `agent-server db upgrade` "
+                    f"{migrate.HEAD_REVISION}: run `agent-server db upgrade` "
                     "(or set DB_AUTO_MIGRATE=true)"
                 )
             self.transcript.mark_schema_ready()

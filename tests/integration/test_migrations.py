@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import httpx
@@ -17,6 +21,8 @@ from agent_server.persistence.repository import TranscriptRepository, TurnRecord
 from tests.conftest import make_settings
 from tests.support.postgres import temporary_database
 from tests.support.servers import serve_in_thread
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def check_upgrade_from_empty(url: str) -> None:
@@ -106,3 +112,46 @@ async def test_no_auto_migrate_refuses_an_old_schema(tmp_path: Path) -> None:
     await engine.dispose()
     async with app.router.lifespan_context(app):
         pass
+
+
+def test_head_revision_constant_is_the_scripts_head() -> None:
+    """`HEAD_REVISION` spares a server on a current schema from loading Alembic; a
+    new migration script must bump it, or servers would skip the new migration."""
+    assert migrate.head_revision() == migrate.HEAD_REVISION
+
+
+def test_a_server_on_a_current_schema_never_loads_alembic(tmp_path: Path) -> None:
+    """Start-up on a migrated database checks the revision with one SELECT; Alembic
+    and Mako (10 MB of RSS) stay out of the long-running process. Checked in a fresh
+    interpreter: this one has imported Alembic already."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
+    program = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from agent_server.api.app import create_app
+        from tests.conftest import make_settings
+
+        async def main() -> None:
+            app = create_app(make_settings(Path({str(tmp_path)!r}), database_url={database_url!r}))
+            async with app.router.lifespan_context(app):
+                pass
+
+        asyncio.run(main())
+        print(sorted(m for m in ("alembic", "mako") if m in sys.modules))
+        """
+    )
+
+    def start() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+    assert start() == ["alembic", "mako"]  # a fresh database is migrated in-process
+    assert start() == []  # the second start finds it current
