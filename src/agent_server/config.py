@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     ends (SQL is the source of truth and a cut-off turn is not kept anyway);
     `async`/`sync`: after every step, for mid-turn resumption, at about five times the writes."""
     checkpoints_per_thread: int | None = Field(20, ge=1)
-    """Redis keeps only this many latest checkpoints per session (unset = all)."""
+    """Only this many latest checkpoints are kept per session, in Redis or in the
+    embedded SQLite file (unset = all)."""
     database_url: str = "sqlite+aiosqlite:///./data/agent.db"
     db_auto_migrate: bool = True
     """Apply pending migrations at start-up; off → start only if the schema is current."""

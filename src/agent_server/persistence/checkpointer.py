@@ -2,7 +2,8 @@
 
 `REDIS_URL` set → our `AsyncRedisSaver` on the app's Redis client, with the
 session TTL sliding on every write and growth bounded to `CHECKPOINTS_PER_THREAD`;
-unset → LangGraph's `AsyncSqliteSaver` on a file under `./data/`, behind
+unset → LangGraph's `AsyncSqliteSaver` on a file under `./data/`, bounded to the
+same `CHECKPOINTS_PER_THREAD` (`BoundedSqliteSaver`) and behind
 `LatestCheckpointCache` (this process is then its only writer).
 """
 
@@ -13,13 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from agent_server.config import Settings
 from agent_server.persistence.cached_saver import LatestCheckpointCache
 from agent_server.persistence.redis_saver import AsyncRedisSaver
+from agent_server.persistence.sqlite_saver import BoundedSqliteSaver
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ async def open_checkpointer(
         yield saver
         return
     settings.checkpoint_db_path.parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(settings.checkpoint_db_path)) as saver:
-        await saver.setup()
+    async with BoundedSqliteSaver.open(
+        settings.checkpoint_db_path, keep=settings.checkpoints_per_thread
+    ) as saver:
         yield LatestCheckpointCache(saver)
