@@ -20,6 +20,7 @@ from agent_server.api.access_log import AccessLogMiddleware
 from agent_server.api.auth import Authenticator
 from agent_server.api.deps import get_principal
 from agent_server.api.errors import install_error_handlers
+from agent_server.api.head import HeadAsGetMiddleware
 from agent_server.api.limits import RequestLimiter, TokenBudget, limits_storage
 from agent_server.api.locks import LocalSessionLocks, RedisSessionLocks, SessionLocks
 from agent_server.api.routes import documents, health, messages, models, sessions, tools
@@ -110,6 +111,8 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
         description="LLM agent backend: LangGraph state machine behind a thin HTTP API.",
         lifespan=lifespan,
     )
+    # Innermost: everything outside it still sees the original HEAD.
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:

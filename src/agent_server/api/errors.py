@@ -3,6 +3,11 @@
 FastAPI's defaults answer validation errors with `{"detail": [...]}` and
 unhandled exceptions with plain text; clients would need three parsers. These
 handlers give them one, and never put a stack trace on the wire.
+
+Two HTTP details are fixed here because every such response passes through:
+a 405's `Allow` names the methods of every route on the path (not just the
+first one Starlette tried), and malformed JSON from a caller without a valid
+key is a 401, not a 400 (FastAPI parses the body before auth runs).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from agent_server.errors import AgentServerError
 
@@ -59,13 +66,39 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _auth_refusal(request: Request) -> JSONResponse | None:
+    """The answer auth would give this request, or None when the caller may proceed.
+
+    FastAPI parses (and rejects) a JSON body before it runs the route's
+    dependencies, so without this an unauthenticated caller learns "malformed
+    JSON" instead of "401". Every failure is turned into a response here: an
+    exception escaping an exception handler skips the other handlers and ends
+    as a 500 (an `Unauthorized` would never become its 401).
+    """
+    auth = getattr(request.app.state, "auth", None)
+    if auth is None:  # app not started (no lifespan): nothing to ask
+        return None
+    try:
+        request.state.principal = await auth.principal(request)  # for the access log
+    except AgentServerError as exc:
+        return await _domain_error(request, exc)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        return await _store_down(request, exc)
+    except Exception as exc:
+        return await _unhandled(request, exc)
+    return None
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
     if any(e["type"] == "json_invalid" for e in errors):
+        refusal = await _auth_refusal(request)
+        if refusal is not None:
+            return refusal
         return error_response(400, "malformed_json", "request body is not valid JSON")
     summary = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors
@@ -73,11 +106,43 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", summary or "invalid request", details=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def allowed_methods(request: Request) -> set[str]:
+    """Methods of every route whose path matches the request's, plus HEAD with GET.
+
+    Starlette raises 405 from the first route whose path matched, so its `Allow`
+    names only that route's methods even when, say, GET and DELETE of one path
+    live on two routes. HEAD is served for every GET by `HeadAsGetMiddleware`.
+    Since FastAPI 0.165 `app.router.routes` holds included routers as single
+    entries; `iter_route_contexts` flattens them into their routes (full paths).
+    """
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        route_methods = route.methods
+        if not route_methods:
+            continue
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(route_methods)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return methods
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        try:
+            methods = allowed_methods(request)
+        except Exception:  # never fail the error reply; keep the router's own Allow
+            log.exception("could not compute Allow for %s", request.url.path)
+            methods = set()
+        if methods:
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(sorted(methods))
+    return error_response(exc.status_code, code, message, headers=headers or None)
 
 
 async def _store_down(_: Request, exc: Exception) -> JSONResponse:
