@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -49,3 +49,25 @@ def live_url(settings: Settings) -> Iterator[str]:
 async def client(live_url: str) -> httpx.AsyncClient:
     async with httpx.AsyncClient(base_url=live_url, timeout=30) as http:
         yield http
+
+
+ALICE = "alice-key-0123456789abcdef"
+BOB = "bob-key-fedcba9876543210"
+"""The two API keys (two tenants) of the `keyed` server."""
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def keyed_settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, agent_api_keys=[ALICE, BOB])
+
+
+@pytest.fixture
+async def keyed(keyed_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A live server that requires one of the keys ALICE or BOB on /api."""
+    with serve_in_thread(create_app(keyed_settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client

@@ -10,38 +10,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
 
-from agent_server.api.app import create_app
-from agent_server.config import Settings
-from tests.conftest import make_settings
-from tests.support.servers import serve_in_thread
+from tests.conftest import ALICE, BOB, auth
 
-ALICE = "alice-key-0123456789abcdef"
-BOB = "bob-key-fedcba9876543210"
 MALFORMED = b'{"message": "hi",'
 JSON = {"Content-Type": "application/json"}
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def keyed_settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path, agent_api_keys=[ALICE, BOB])
-
-
-@pytest.fixture
-async def keyed(keyed_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A live server that requires one of the keys ALICE or BOB on /api."""
-    with serve_in_thread(create_app(keyed_settings)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
 
 
 def allow(response: httpx.Response) -> list[str]:

@@ -18,29 +18,9 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from agent_server.api.app import create_app
-from agent_server.config import Settings
-from tests.conftest import make_settings
+from tests.conftest import ALICE, BOB, auth, make_settings
 from tests.support.redis import delete_prefix, require_redis, unique_prefix
 from tests.support.servers import serve_in_thread
-
-ALICE = "alice-key-0123456789abcdef"
-BOB = "bob-key-fedcba9876543210"
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture
-def keyed_settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path, agent_api_keys=[ALICE, BOB])
-
-
-@pytest.fixture
-async def keyed(keyed_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    with serve_in_thread(create_app(keyed_settings)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
 
 
 async def test_cross_tenant_matrix(keyed: httpx.AsyncClient) -> None:
