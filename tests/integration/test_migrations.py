@@ -12,6 +12,7 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.exc import DBAPIError
 
 from agent_server.api.app import create_app
 from agent_server.persistence import migrate
@@ -155,3 +156,13 @@ def test_a_server_on_a_current_schema_never_loads_alembic(tmp_path: Path) -> Non
 
     assert start() == ["alembic", "mako"]  # a fresh database is migrated in-process
     assert start() == []  # the second start finds it current
+
+
+async def test_an_unreachable_database_is_not_taken_for_an_empty_one() -> None:
+    """Start-up must fail on a database it cannot reach, not try to migrate it."""
+    engine = create_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")
+    try:
+        with pytest.raises((OSError, DBAPIError)):
+            await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()

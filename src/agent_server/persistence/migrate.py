@@ -19,8 +19,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Connection, create_engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import URL, Connection, create_engine, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
@@ -68,15 +67,16 @@ def _upgrade_sync(url: URL, revision: str) -> None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The schema's revision, None before the first migration. Alembic keeps it as
-    the single row of `alembic_version` (one row: we have no branches)."""
+    the single row of `alembic_version` (one row: we have no branches). A database
+    that cannot be reached raises, rather than passing for an empty one."""
     async with engine.connect() as conn:
-        try:
-            return (
-                await conn.execute(text("SELECT version_num FROM alembic_version"))
-            ).scalar_one_or_none()
-        except DBAPIError:  # no such table yet: nothing was ever migrated
-            await conn.rollback()
-            return None
+        return await conn.run_sync(_read_revision)
+
+
+def _read_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
 
 
 def head_revision() -> str | None:
