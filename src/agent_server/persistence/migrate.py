@@ -7,7 +7,7 @@ for the same database (sqlite3 / psycopg): no event loop ever blocks on it,
 which `langgraph dev` (blockbuster) would reject outright.
 
 Alembic is imported only when there is something to migrate. Whether there is
-comes from one plain `SELECT` on `alembic_version` compared with `HEAD_REVISION`:
+comes from reading `alembic_version` (if it exists) and comparing with `HEAD_REVISION`:
 a server restarted on a current schema never loads Alembic and Mako (10 MB of
 RSS, ~0.2 s of start-up, measured), which a long-running process would otherwise
 carry for nothing. A test keeps `HEAD_REVISION` equal to the scripts' real head.
