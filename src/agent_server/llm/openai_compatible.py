@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Self
 
+from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI, AsyncStream, RequestOptions
@@ -88,6 +89,15 @@ class OpenAICompatibleChat(ChatOpenAI):
     ) -> ChatGenerationChunk | None:
         if carries_nothing(chunk):
             return None  # langchain-openai skips it
+        if (
+            default_chunk_class is AIMessageChunk
+            and not base_generation_info
+            and self.output_version != "v1"
+            and (text := plain_text(chunk)) is not None
+        ):
+            return ChatGenerationChunk(
+                message=AIMessageChunk(content=text, response_metadata={"model_provider": "openai"})
+            )
         generation = super()._convert_chunk_to_generation_chunk(
             chunk, default_chunk_class, base_generation_info
         )
@@ -114,6 +124,37 @@ def carries_nothing(chunk: dict[str, Any]) -> bool:
     if not isinstance(delta, dict) or choice.get("finish_reason") or choice.get("logprobs"):
         return False
     return not any(value for key, value in delta.items() if key != "role")
+
+
+def plain_text(chunk: dict[str, Any]) -> str | None:
+    """The text of a chunk that carries a piece of the answer and nothing else (no
+    tool call, usage, finish reason, logprobs or message id): nearly every chunk.
+
+    Why these get their own conversion: langchain-core's `astream` keeps every
+    chunk of a reply until it ends (for `on_llm_end`), ~2.35 KB each. langchain-openai
+    builds the message with four explicit fields and `astream` then assigns
+    `response_metadata`, so pydantic's per-object fields-set holds five names and
+    outgrows CPython's small set table (728 instead of 216 bytes). Built from
+    `content` and `response_metadata` only, the same message (equal field for field,
+    tested) is kept in ~1.84 KB: 12 MB less for 500 streams of 50 tokens.
+    """
+    choices = chunk.get("choices")
+    if chunk.get("usage") or not isinstance(choices, list) or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if not isinstance(choice, dict) or choice.get("finish_reason") or choice.get("logprobs"):
+        return None
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return None
+    # Providers send empty extras with every chunk (`"refusal": null`, OpenRouter's
+    # `"reasoning": null`); langchain-openai ignores those too.
+    if any(value for key, value in delta.items() if key not in ("role", "content")):
+        return None
+    content = delta.get("content")
+    if not isinstance(content, str) or delta.get("role", "assistant") != "assistant":
+        return None
+    return content
 
 
 def make_openai_compatible_model(
