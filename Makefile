@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.installed-bench
+# The server under benchmark runs from its own venv with the runtime dependencies
+# only, as deployed: the dev tools in $(VENV) would add modules it then imports.
+SERVER_VENV  := .venv-server
+SERVER_STAMP := $(SERVER_VENV)/.installed
 
 .PHONY: install run test lint format studio bench bench-quick clean
 
@@ -18,6 +22,12 @@ $(STAMP): pyproject.toml
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+$(SERVER_STAMP): pyproject.toml
+	test -x $(SERVER_VENV)/bin/python || $(PYTHON) -m venv $(SERVER_VENV)
+	$(SERVER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SERVER_VENV)/bin/python -m pip install --quiet -e .
+	touch $(SERVER_STAMP)
 
 install: $(STAMP)
 
@@ -38,8 +48,8 @@ format: $(STAMP)
 
 # Benchmarks (bench/): results in bench/results/, a chart and a markdown table.
 # Uses the machine's Redis (127.0.0.1:6379) and PostgreSQL when present.
-bench: $(BENCH_STAMP)
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+bench: $(BENCH_STAMP) $(SERVER_STAMP)
+	BENCH_SERVER_PYTHON=$(abspath $(SERVER_VENV))/bin/python $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run --quick
@@ -50,4 +60,4 @@ studio: $(STAMP)
 		$(BIN)/langgraph dev --no-browser --config langgraph.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVER_VENV) .pytest_cache .ruff_cache

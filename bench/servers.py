@@ -32,6 +32,12 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+SERVER_PYTHON = os.environ.get("BENCH_SERVER_PYTHON") or PYTHON
+"""The interpreter our server runs under. `make bench` points it at `.venv-server`, which
+holds the package and its runtime dependencies only, as a deployment would: the dev
+tools in `.venv` bring libraries our server then imports too (schemathesis's `rich`,
+which `structlog` imports when present; langgraph-api's OpenTelemetry SDK, which
+redis-py's observability hooks import when present), ~8 MB of RSS no deployment carries."""
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 15.0
 UNREACHABLE_URL = "http://127.0.0.1:9/unreachable"
@@ -198,14 +204,14 @@ def agent_server(
         # The schema is migrated first, as a deployment's release step does: a server
         # that finds it current never loads Alembic (10 MB of RSS it would carry).
         subprocess.run(
-            [PYTHON, "-m", "agent_server.cli", "db", "upgrade"],
+            [SERVER_PYTHON, "-m", "agent_server.cli", "db", "upgrade"],
             cwd=data,
             env=env,
             check=True,
             capture_output=True,
             timeout=120,
         )
-        argv = [PYTHON, *(entry or ["-m", "agent_server.cli"]), "serve", "--port", str(port)]
+        argv = [SERVER_PYTHON, *(entry or ["-m", "agent_server.cli"]), "serve", "--port", str(port)]
         shown = {k: v for k, v in env.items() if k in SHOWN_SETTINGS or k in (overrides or {})}
         with spawn(
             name,
@@ -215,7 +221,12 @@ def agent_server(
             log_dir=log_dir,
             url=f"http://127.0.0.1:{port}",
             ready_path="/healthz",
-            config={"argv": argv[1:], "env": _redact(shown), "data_dir": str(data)},
+            config={
+                "python": SERVER_PYTHON,
+                "argv": argv[1:],
+                "env": _redact(shown),
+                "data_dir": str(data),
+            },
         ) as process:
             yield process
 
