@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     """Prefix of every Redis key we write, so deployments can share a Redis."""
     redis_cluster: bool = False
     """`REDIS_URL` points at a Redis Cluster (any node); keys are slot-safe."""
+    redis_known_checkpoints_mb: float = Field(32.0, ge=0)
+    """Memory for the latest checkpoint of recent sessions as this replica last wrote or
+    read it; a turn's opening read then gets "unchanged" from Redis instead of the
+    whole state (Redis checks, so it stays exact across replicas). 0 = off."""
     checkpoint_durability: Literal["exit", "async", "sync"] = "exit"
     """When LangGraph writes checkpoints during a turn. `exit`: once, when the turn
     ends (SQL is the source of truth and a cut-off turn is not kept anyway);

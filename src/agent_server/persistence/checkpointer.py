@@ -36,6 +36,7 @@ async def open_checkpointer(
             ttl_seconds=settings.session_ttl_seconds,
             max_checkpoints_per_thread=settings.checkpoints_per_thread,
             key_prefix=settings.redis_key_prefix,
+            known_latest_bytes=int(settings.redis_known_checkpoints_mb * 1024 * 1024),
         )
         try:
             await saver.setup()

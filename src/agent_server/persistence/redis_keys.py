@@ -403,7 +403,9 @@ READ = _script(
     "read",
     r"""
 -- ARGV: ttl_ms (0: no refresh), mode, ns, ...
---   latest                            -> newest checkpoint of ns
+--   latest  [<known id> <sha1>]       -> newest checkpoint of ns; just {{id}} when it
+--                                        is <known id>, its record's SHA-1 is <sha1>
+--                                        (a re-put changes it) and it has no writes
 --   ids     <id>...                   -> these checkpoints
 --   page    <before|''> <count> <0|1> -> newest `count` below `before`; 1: with values
 -- returns {{id, record, {blob...}, {write...}}, ...} (blobs and writes only when full)
@@ -412,6 +414,15 @@ local lo, hi = prefix_range(ns)
 local members, full = {}, true
 if mode == 'latest' then
   members = redis.call('ZREVRANGEBYLEX', K_IDX, hi, lo, 'LIMIT', 0, 1)
+  local known, digest = ARGV[4], ARGV[5]
+  if known and members[1] == ns .. SEP .. known
+      and redis.sha1hex(redis.call('HGET', K_CP, members[1]) or '') == digest then
+    local wlo, whi = prefix_range(members[1])
+    if #redis.call('ZRANGEBYLEX', K_WIDX, wlo, whi, 'LIMIT', 0, 1) == 0 then
+      touch(ttl)
+      return {{known}}
+    end
+  end
 elseif mode == 'ids' then
   for i = 4, #ARGV do members[#members + 1] = ns .. SEP .. ARGV[i] end
 else

@@ -91,8 +91,12 @@ from agent_server.persistence.redis_keys import (
     unpack_typed,
     unpack_write,
 )
+from agent_server.persistence.redis_known import KnownCheckpoint, KnownLatest
 
 RedisClient = Redis | RedisCluster
+DEFAULT_KNOWN_LATEST_BYTES = 32 * 1024 * 1024
+"""Memory for latest checkpoints this saver knows (`redis_known`): ~3,000 sessions of
+the benchmark's 20-message window."""
 PAGE_SIZE = 25
 """Checkpoints fetched per round trip by `alist`. Each comes with its channel values,
 so the page stays small: a reply holds PAGE_SIZE full states."""
@@ -360,6 +364,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         key_prefix: namespace of every key (`<prefix>:{<thread_id>}:...`).
         refresh_on_read: reads refresh the TTL too (only when `ttl_seconds` is set).
         scan_count: SCAN batch size for the cross-thread operations.
+        known_latest_bytes: memory for each thread's latest checkpoint as this saver
+            last wrote or read it, so Redis can answer a latest read with
+            "unchanged" (see `redis_known`); 0 turns that off.
         serde: LangGraph serializer; defaults to `JsonPlusSerializer`.
     """
 
@@ -372,6 +379,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         key_prefix: str = "agent",
         refresh_on_read: bool = True,
         scan_count: int = 500,
+        known_latest_bytes: int = DEFAULT_KNOWN_LATEST_BYTES,
         serde: SerializerProtocol | None = None,
     ) -> None:
         super().__init__(serde=serde)
@@ -393,6 +401,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         self._read_ttl_ms = self._ttl_ms if refresh_on_read else 0
         self._keep = max_checkpoints_per_thread or 0
         self._lane = DirectLane(client) if DirectLane.supports(client) else None
+        self.known = KnownLatest(known_latest_bytes)
 
     @classmethod
     @asynccontextmanager
@@ -516,14 +525,15 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         full_metadata = get_checkpoint_metadata(config, metadata)
         run_id = str(full_metadata.get("run_id") or "")
         dumps = self.serde.dumps_typed
+        fields = [
+            blob_field(ns, channel, version)
+            for channel, version in checkpoint["channel_versions"].items()
+        ]
         record = pack_record(
             boundary=_is_delta_boundary(full_metadata),
             run_id=run_id,
             parent_id=configurable.get("checkpoint_id"),
-            blob_fields=[
-                blob_field(ns, channel, version)
-                for channel, version in checkpoint["channel_versions"].items()
-            ],
+            blob_fields=fields,
             body=dumps([stored, full_metadata]),
         )
         args: list[Any] = [
@@ -537,7 +547,12 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         for channel, version in new_versions.items():
             args.append(blob_field(ns, channel, version))
             args.append(pack_typed(dumps(values[channel])) if channel in values else EMPTY)
+        previous = self.known.get(thread_id) if not ns else None
+        if previous is not None:
+            self.known.forget(thread_id)  # stale from here on, whatever the outcome
         await self._eval(PUT, self._keys(thread_id), *args)
+        if not ns and self.known.max_bytes:
+            self._remember_put(thread_id, checkpoint["id"], record, fields, args, previous)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -545,6 +560,32 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
                 "checkpoint_id": checkpoint["id"],
             }
         }
+
+    def _remember_put(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        record: bytes,
+        fields: list[str],
+        args: list[Any],
+        previous: KnownCheckpoint | None,
+    ) -> None:
+        """Know the checkpoint just written, if every value it refers to is known:
+        the new ones were just sent (`args` ends with field, value pairs), unchanged
+        ones come from the thread's previous latest (unknown after a fork from an
+        older checkpoint or a restart: then the next read fills this in)."""
+        values: dict[str, bytes | None] = dict(zip(args[6::2], args[7::2], strict=True))
+        missing = [field for field in fields if field not in values]
+        if missing:
+            if previous is None:
+                return
+            header, _ = unpack_record(previous.record)
+            known = dict(zip(header[RECORD_BLOBS:], previous.blobs, strict=True))
+            if any(field not in known for field in missing):
+                return
+            values.update({field: known[field] for field in missing})
+        blobs = tuple(values[field] for field in fields)
+        self.known.remember(thread_id, KnownCheckpoint(checkpoint_id, record, blobs))
 
     async def aput_writes(
         self,
@@ -579,9 +620,30 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         keys = self._keys(thread_id)
         if checkpoint_id := get_checkpoint_id(config):
             entries = await self._eval(READ, keys, self._read_ttl_ms, "ids", ns, checkpoint_id)
-        else:
+            return self._tuple(thread_id, ns, entries[0]) if entries else None
+        known = self.known.get(thread_id) if not ns else None
+        if known is None:
             entries = await self._eval(READ, keys, self._read_ttl_ms, "latest", ns)
-        return self._tuple(thread_id, ns, entries[0]) if entries else None
+        else:
+            entries = await self._eval(
+                READ, keys, self._read_ttl_ms, "latest", ns, known.checkpoint_id, known.digest
+            )
+        if not entries:
+            return None
+        entry = entries[0]
+        if known is not None and len(entry) == 1:  # Redis: still the one we know
+            self.known.unchanged_reads += 1
+            return self._tuple(thread_id, ns, [entry[0], known.record, known.blobs, []])
+        result = self._tuple(thread_id, ns, entry)
+        if not ns and self.known.max_bytes:
+            checkpoint_id, record, blobs, writes = entry
+            if writes:  # never answered "unchanged" while it has pending writes
+                self.known.forget(thread_id)
+            else:
+                self.known.remember(
+                    thread_id, KnownCheckpoint(checkpoint_id.decode(), record, tuple(blobs))
+                )
+        return result
 
     async def alist(
         self,
@@ -686,6 +748,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and channel value of the thread (one UNLINK)."""
+        self.known.forget(str(thread_id))
         await self.client.unlink(*self._keys(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
