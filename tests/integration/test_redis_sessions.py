@@ -13,6 +13,7 @@ import redis
 from agent_server.api.app import create_app
 from tests.conftest import make_settings
 from tests.support.fake_upstream import fake_upstream, text
+from tests.support.past_lookups import PastLookups
 from tests.support.redis import delete_prefix, require_redis, unique_prefix
 from tests.support.servers import serve_in_thread
 
@@ -118,3 +119,39 @@ async def test_checkpoints_per_thread_are_bounded(
                 assert r.json()["response"] == f"{n} + 1 = {n + 1}"
     index = f"{prefix}:{{{sid}}}:idx"
     assert redis.Redis.from_url(url).zcard(index) == 4
+
+
+async def test_a_session_made_by_post_skips_the_lookup_once_then_restores_when_lost(
+    tmp_path: Path, redis_prefix: tuple[str, str]
+) -> None:
+    """Replicas: the session row is read from SQL on every message (no in-process
+    copy), so its title says exactly whether it has a past to restore."""
+    url, prefix = redis_prefix
+    with fake_upstream() as fake:
+        fake.always("m1", text("Hello Ada."))
+        settings = make_settings(
+            tmp_path,
+            redis_url=url,
+            redis_key_prefix=prefix,
+            openrouter_api_key="sk-test",
+            openrouter_base_url=fake.base_url,
+            agent_models=["m1"],
+        )
+        app = create_app(settings)
+        with serve_in_thread(app) as base:
+            lookups = PastLookups(app)
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                sid = (await client.post("/api/chat/session")).json()["session_id"]
+                first = await client.post(
+                    "/api/chat/message", json={"message": "I am Ada.", "session_id": sid}
+                )
+                assert first.status_code == 200
+                assert lookups.calls == 0
+                redis.Redis.from_url(url).delete(*thread_keys(url, prefix, sid))  # lost
+                second = await client.post(
+                    "/api/chat/message", json={"message": "Who am I?", "session_id": sid}
+                )
+                assert second.status_code == 200
+                assert lookups.calls == 1
+    sent = [(m["role"], m["content"]) for m in fake.requests[-1].body["messages"]][1:]
+    assert sent == [("user", "I am Ada."), ("assistant", "Hello Ada."), ("user", "Who am I?")]

@@ -502,7 +502,7 @@ async def test_a_session_the_api_just_created_skips_the_sql_lookup(
     await _past_turns(transcript, "fresh", 1)  # would be restored if looked up
     model = ScriptedChatModel(script=["hi"])
     graph = make_graph(tmp_path, transcript, model)
-    await run(graph, "hello", thread="fresh", options=RunOptions(new_session=True))
+    await run(graph, "hello", thread="fresh", options=RunOptions(no_past=True))
     assert _texts(model.calls[0].messages) == ["hello"]
 
 

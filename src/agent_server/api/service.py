@@ -40,7 +40,7 @@ from agent_server.graph.state import AgentDeps, RunOptions, TurnSummary, new_tur
 from agent_server.observability.logging import get_logger
 from agent_server.observability.metrics import Metrics
 from agent_server.persistence.instrumented import InstrumentedSaver
-from agent_server.persistence.repository import SessionInfo, TurnRecord
+from agent_server.persistence.repository import SessionInfo, TurnRecord, default_title
 
 log = get_logger(__name__)
 
@@ -181,6 +181,9 @@ class ChatService:
             temperature=request.temperature,
             max_tokens=request.max_tokens,
             new_session=new_session,
+            # A session gets its title with its first turn at the latest (`record_turn`),
+            # so an untitled one has no past: its first message skips the SQL lookup.
+            no_past=new_session or session.title is None,
         )
         return PreparedTurn(
             session, str(uuid.uuid4()), request.message, options, time.perf_counter()
@@ -214,8 +217,10 @@ class ChatService:
         if self._budget is not None:
             await self._budget.spend(turn.options.principal, summary["usage"]["total_tokens"])
         self._metrics.turns.labels(str(summary["degraded"]).lower()).inc()
-        if turn.new_session:
-            self._remember(turn.session)  # its row was written by the persist node
+        if turn.session.title is None:
+            # The persist node wrote the row or gave it this title: remembering it
+            # keeps `no_past` exact for the next message (embedded mode).
+            self._remember(replace(turn.session, title=default_title(turn.message)))
         log.info(
             "turn",
             principal=turn.options.principal,
@@ -233,6 +238,13 @@ class ChatService:
         )
         return ChatResponse.model_validate({**summary, "session_id": turn.session.id})
 
+    def _unsettled(self, turn: PreparedTurn) -> None:
+        """A turn that did not finish may still have been recorded (cut off after the
+        persist node): an untitled session's remembered "no past" is then in doubt,
+        so the next message reads its row from SQL again."""
+        if turn.session.title is None and self._known is not None:
+            self._known.forget(turn.session.id)
+
     def _log_failure(self, turn: PreparedTurn, code: str) -> None:
         log.warning(
             "turn failed",
@@ -245,6 +257,7 @@ class ChatService:
 
     async def run_turn(self, turn: PreparedTurn) -> ChatResponse:
         self._metrics.active_runs.inc()
+        finished = False
         try:
             with store_errors():
                 final = await self._graph.ainvoke(
@@ -253,11 +266,15 @@ class ChatService:
                     context=turn.options,
                     durability=self.settings.checkpoint_durability,
                 )
-            return await self._finish(turn, final["last_turn"])
+            response = await self._finish(turn, final["last_turn"])
+            finished = True
+            return response
         except AgentServerError as exc:
             self._log_failure(turn, exc.code)
             raise
         finally:
+            if not finished:
+                self._unsettled(turn)
             self._metrics.active_runs.dec()
             if not turn.new_session:
                 with anyio.CancelScope(shield=True):
@@ -269,6 +286,7 @@ class ChatService:
         """Graph stream → SSE events. Never raises: failures become an `error` event."""
         self._metrics.open_streams.inc()
         self._metrics.active_runs.inc()
+        finished = False
         try:
             if turn.new_session:
                 with store_errors():
@@ -305,6 +323,7 @@ class ChatService:
             if summary is None:
                 raise AgentServerError("the run ended without an answer")
             response = await self._finish(turn, summary)
+            finished = True
             yield SseEvent("done", response.model_dump(mode="json"))
         except AgentServerError as exc:
             self._log_failure(turn, exc.code)
@@ -319,6 +338,8 @@ class ChatService:
             log.exception("stream failed", session_id=turn.session.id, run_id=turn.turn_id)
             yield SseEvent("error", {"code": "internal_error", "message": "internal error"})
         finally:
+            if not finished:
+                self._unsettled(turn)
             self._metrics.open_streams.dec()
             self._metrics.active_runs.dec()
             with anyio.CancelScope(shield=True):

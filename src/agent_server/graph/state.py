@@ -99,7 +99,11 @@ class RunOptions:
     stream: bool = False
     """The client streams: call models token by token so failover can `reset`."""
     new_session: bool = False
-    """The API just created the session: there is no past to restore from SQL."""
+    """The message starts a session (no id given): it has no SQL row or lock yet."""
+    no_past: bool = False
+    """SQL holds no turn of this session (a new one, or one made by `POST
+    /api/chat/session` and not used yet): the model node need not look for a past
+    to restore."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,7 +206,7 @@ class TranscriptRepository:
         once instead of computing a cache key from inline values on every turn.
         """
         now = utcnow()
-        title = _title_from(turn.user_message)
+        title = default_title(turn.user_message)
         upsert_session, insert_turn, touch_session = self._turn_statements()
         session_values = {
             "id": turn.session_id,
@@ -292,7 +292,7 @@ _GET_SESSION = select(_SESSIONS).where(
 """Built once with bound parameters, so SQLAlchemy compiles and caches it once."""
 
 
-def _title_from(message: str, width: int = 80) -> str:
+def default_title(message: str, width: int = 80) -> str:
     """A session's default title: its first message, on one line, shortened."""
     line = " ".join(message.split())
     return line if len(line) <= width else line[: width - 1].rstrip() + "…"

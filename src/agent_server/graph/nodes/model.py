@@ -46,7 +46,7 @@ async def call_model(
     messages = state.get("messages", [])
     restored: list[BaseMessage] = []
     thread_id = (config.get("configurable") or {}).get("thread_id")
-    if rounds == 0 and not options.new_session and thread_id and history.lost_past(messages):
+    if rounds == 0 and not options.no_past and thread_id and history.lost_past(messages):
         current = next((m.id for m in reversed(messages) if isinstance(m, HumanMessage)), None)
         restored = await history.restore(deps, str(thread_id), current_turn=current)
     tools = deps.tools.select(options.tools) if options.use_tools else []
