@@ -73,10 +73,12 @@ class KnownLatest:
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= evicted.size
 
-    def forget(self, thread_id: str) -> None:
+    def forget(self, thread_id: str) -> KnownCheckpoint | None:
+        """Drop the thread's entry; returns it (None if there was none)."""
         entry = self._entries.pop(thread_id, None)
         if entry is not None:
             self._bytes -= entry.size
+        return entry
 
     def clear(self) -> None:
         self._entries.clear()

@@ -544,15 +544,19 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             record,
             run_id,
         ]
-        for channel, version in new_versions.items():
-            args.append(blob_field(ns, channel, version))
-            args.append(pack_typed(dumps(values[channel])) if channel in values else EMPTY)
-        previous = self.known.get(thread_id) if not ns else None
-        if previous is not None:
-            self.known.forget(thread_id)  # stale from here on, whatever the outcome
+        new_blobs = {
+            blob_field(ns, channel, version): (
+                pack_typed(dumps(values[channel])) if channel in values else EMPTY
+            )
+            for channel, version in new_versions.items()
+        }
+        for field_value in new_blobs.items():
+            args.extend(field_value)
+        # Stale from here on, whatever the outcome of the write.
+        previous = self.known.forget(thread_id) if not ns else None
         await self._eval(PUT, self._keys(thread_id), *args)
         if not ns and self.known.max_bytes:
-            self._remember_put(thread_id, checkpoint["id"], record, fields, args, previous)
+            self._remember_put(thread_id, checkpoint["id"], record, fields, new_blobs, previous)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -567,14 +571,14 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         checkpoint_id: str,
         record: bytes,
         fields: list[str],
-        args: list[Any],
+        new_blobs: dict[str, bytes],
         previous: KnownCheckpoint | None,
     ) -> None:
         """Know the checkpoint just written, if every value it refers to is known:
-        the new ones were just sent (`args` ends with field, value pairs), unchanged
-        ones come from the thread's previous latest (unknown after a fork from an
-        older checkpoint or a restart: then the next read fills this in)."""
-        values: dict[str, bytes | None] = dict(zip(args[6::2], args[7::2], strict=True))
+        the new ones were just sent, unchanged ones come from the thread's previous
+        latest (unknown after a fork from an older checkpoint or a restart: then the
+        next read fills this in)."""
+        values: dict[str, bytes | None] = dict(new_blobs)
         missing = [field for field in fields if field not in values]
         if missing:
             if previous is None:
