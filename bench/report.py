@@ -57,6 +57,7 @@ def _http_row(summary: dict[str, Any], variant: str, workload: str, c: int) -> d
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with the measured value and whether it is met (None: not measured)."""
+    summary = measured(summary)
     out: list[dict[str, Any]] = []
     floors = floor_rates(summary)
     for workload in ("fresh", "session"):
@@ -111,8 +112,19 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def measured(summary: dict[str, Any]) -> dict[str, Any]:
+    """`summary` without the sections that failed (each holds only its `error`, which is in
+    its JSON and was printed with its traceback), so one failed section cannot stop the
+    table and chart of the others."""
+    return {k: v for k, v in summary.items() if not (isinstance(v, dict) and "error" in v)}
+
+
 def markdown(summary: dict[str, Any]) -> str:
     lines: list[str] = []
+    for name, facts in summary.items():
+        if isinstance(facts, dict) and "error" in facts:
+            lines += [f"Section {name} failed: {facts['error']}", ""]
+    summary = measured(summary)
     meta = summary.get("meta") or {}
     env = meta.get("environment") or {}
     lines.append(
@@ -157,20 +169,26 @@ def markdown(summary: dict[str, Any]) -> str:
             f"Streaming overhead ({stream['streams']} streams, {stream['tokens_per_stream']:.0f} "
             f"tokens each; upstream: first token after {up['first_token_latency_s'] * 1000:g} ms, "
             f"then {up['tokens_per_second']:g} tokens/s). Each column is time minus what the "
-            "upstream was configured to spend; the last two are differences of percentiles.",
+            "upstream was configured to spend; the last four are differences of percentiles. "
+            "The bare proxy (`bench/proxy.py`) relays the upstream's bytes and does nothing "
+            "else, on our server's stack: what one more Python HTTP hop costs here by itself.",
             "",
-            "| p50 / p99, ms | direct to upstream | in-process graph | via server "
-            "| **server - direct** | server - in-process |",
-            "|---|--:|--:|--:|--:|--:|",
+            "| p50 / p99, ms | direct to upstream | bare proxy | in-process graph | via server "
+            "| **server - direct** | bare proxy - direct | server - bare proxy "
+            "| server - in-process |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for key, label in (("ttft", "time to first token"), ("per_token", "per token")):
             part = stream[key]
             cells = []
             for name in (
                 "direct_minus_configured",
+                "via_proxy_minus_configured",
                 "in_process_minus_configured",
                 "via_server_minus_configured",
                 "server_overhead",
+                "proxy_overhead",
+                "server_over_proxy",
                 "server_over_in_process",
             ):
                 values = part.get(name)
@@ -250,6 +268,7 @@ def _turn_line(what: str, row: dict[str, Any], floors: dict[str, float], cpu: An
 def chart(summary: dict[str, Any], path: Path) -> None:
     """summary.png: turns/s against the floor, streaming overheads against their
     targets, and the server's RSS while the many streams were open."""
+    summary = measured(summary)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -311,8 +330,9 @@ def _stream_panel(ax: Any, summary: dict[str, Any]) -> None:
     series = [
         ("server - direct", "server_overhead", "tab:purple"),
         ("in-process graph - direct", None, "tab:green"),
+        ("bare proxy - direct", "proxy_overhead", "tab:grey"),
     ]
-    width = 0.4
+    width = 0.8 / len(series)
     for offset, (name, key, color) in enumerate(series):
         values = []
         for part, q in (
@@ -323,12 +343,12 @@ def _stream_panel(ax: Any, summary: dict[str, Any]) -> None:
         ):
             section = stream[part]
             if key is not None:
-                values.append(section[key][f"{q}_ms"])
+                values.append((section.get(key) or {}).get(f"{q}_ms", float("nan")))
             else:  # the graph's own overhead over calling the upstream directly
                 local = section.get("in_process_minus_configured") or {}
                 direct = section["direct_minus_configured"]
                 values.append(local.get(f"{q}_ms", float("nan")) - direct[f"{q}_ms"])
-        xs = [i + (offset - 0.5) * width for i in range(len(labels))]
+        xs = [i + (offset - (len(series) - 1) / 2) * width for i in range(len(labels))]
         ax.bar(xs, values, width=width, color=color, label=name)
     ax.set_xticks(range(len(labels)), labels)
     ax.axhline(2.0, color="tab:red", linestyle="--", linewidth=1, label="TTFT p50 target 2 ms")

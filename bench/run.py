@@ -207,11 +207,13 @@ def run_stream(plan: Plan, log_dir: Path) -> dict[str, Any]:
         servers.agent_server(
             log_dir, name="agent-server-stream", overrides=_upstream_overrides(upstream)
         ) as server,
+        servers.passthrough_proxy(log_dir, upstream.url) as proxy,
     ):
         result = run_async(
             streaming.measure(
                 server.url,
                 upstream.url,
+                proxy_url=proxy.url,
                 streams=plan.stream_count,
                 turns_per_session=plan.stream_turns_per_session,
                 first_token_latency=plan.stream_first_token_latency,
@@ -221,6 +223,7 @@ def run_stream(plan: Plan, log_dir: Path) -> dict[str, Any]:
             )
         )
         result["server_config"] = server.config
+        result["proxy_config"] = proxy.config
     return result
 
 

@@ -1,4 +1,4 @@
-"""Subprocesses under test: our server, the fake upstream, `langgraph dev`.
+"""Subprocesses under test: our server, the fake upstream, a bare proxy, `langgraph dev`.
 
 Each runs in its own process group (so teardown reaches every child), on a free
 loopback port, with its output in a log file whose tail is shown if it fails to
@@ -32,12 +32,13 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-SERVER_PYTHON = os.environ.get("BENCH_SERVER_PYTHON") or PYTHON
+SERVER_PYTHON = os.path.abspath(os.environ.get("BENCH_SERVER_PYTHON") or PYTHON)
 """The interpreter our server runs under. `make bench` points it at `.venv-server`, which
 holds the package and its runtime dependencies only, as a deployment would: the dev
 tools in `.venv` bring libraries our server then imports too (schemathesis's `rich`,
 which `structlog` imports when present; langgraph-api's OpenTelemetry SDK, which
-redis-py's observability hooks import when present), ~8 MB of RSS no deployment carries."""
+redis-py's observability hooks import when present), ~8 MB of RSS no deployment carries.
+Made absolute because the server runs in a temp dir of its own."""
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 15.0
 UNREACHABLE_URL = "http://127.0.0.1:9/unreachable"
@@ -285,6 +286,25 @@ def fake_upstream(
             "tokens_per_second": tokens_per_second,
             "words": words,
         },
+    ) as process:
+        yield process
+
+
+@contextmanager
+def passthrough_proxy(log_dir: Path, upstream_url: str) -> Iterator[Process]:
+    """`python -m bench.proxy` in front of `upstream_url`, under the server's interpreter
+    (the same uvicorn, Starlette and httpx builds our server runs on)."""
+    port = free_port()
+    argv = [SERVER_PYTHON, "-m", "bench.proxy", "--port", str(port), "--upstream", upstream_url]
+    with spawn(
+        "passthrough-proxy",
+        argv,
+        env=_base_env(),
+        cwd=REPO_ROOT,
+        log_dir=log_dir,
+        url=f"http://127.0.0.1:{port}",
+        ready_path="/healthz",
+        config={"python": SERVER_PYTHON, "argv": argv[1:]},
     ) as process:
         yield process
 

@@ -1,13 +1,15 @@
 """Streaming overhead: what the server adds to time-to-first-token and per token.
 
 The upstream is the fake OpenAI-compatible server in its own process, with a
-known first-token latency and token interval. Two clients take turns, one
+known first-token latency and token interval. The clients take turns, one
 sample each in alternation so machine noise hits both alike:
 
 - *direct*: a raw httpx SSE client on the upstream's `/v1/chat/completions`,
   the baseline (what the upstream and loopback cost by themselves);
-- *via server*: `POST /api/chat/message/stream` with `use_tools: false`.
-
+- *via server*: `POST /api/chat/message/stream` with `use_tools: false`;
+- *via proxy* (when a proxy URL is given): the same raw client through
+  `bench.proxy`, the thinnest Python streaming proxy on our server's stack, so
+  what one more Python HTTP hop costs here by itself is measured beside us;
 - *in-process* (the streaming floor): the app's graph built as in `bench.floor`
   (InMemorySaver), pointed at the same upstream, `graph.astream(stream_mode=
   ["messages", "custom", "updates"])` as the service calls it, no HTTP.
@@ -30,7 +32,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,11 +228,13 @@ async def measure(
     tokens_per_second: float,
     words: int,
     warmup: int = 3,
+    proxy_url: str | None = None,
 ) -> dict[str, Any]:
     interval = 1 / tokens_per_second
     via: list[StreamSample] = []
     direct: list[StreamSample] = []
     local: list[StreamSample] = []
+    proxied: list[StreamSample] = []
     async with (
         httpx.AsyncClient(base_url=server_url, timeout=60.0) as http,
         httpx.AsyncClient(timeout=60.0) as raw,
@@ -247,10 +251,13 @@ async def measure(
                 session = created.json()["session_id"]
                 thread = str(uuid.uuid4())
             baseline = await direct_stream(raw, upstream_url)
+            hop = await direct_stream(raw, proxy_url) if proxy_url else None
             floor_sample = await in_process(thread)
             sample = await server_stream(http, session)
             if i >= warmup:
                 direct.append(baseline)
+                if hop is not None:
+                    proxied.append(hop)
                 local.append(floor_sample)
                 via.append(sample)
 
@@ -271,6 +278,21 @@ async def measure(
     def net(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
         return {k: a[k] - b[k] for k in ("p50_ms", "p90_ms", "p99_ms")}
 
+    def with_proxy(
+        via_part: dict[str, float],
+        direct_part: dict[str, float],
+        of: Callable[[list[StreamSample]], dict[str, float]],
+    ) -> dict[str, dict[str, float]]:
+        """The proxy's own figures and ours over it, when it was measured."""
+        if not proxied:
+            return {}
+        hop = of(proxied)
+        return {
+            "via_proxy_minus_configured": hop,
+            "proxy_overhead": net(hop, direct_part),
+            "server_over_proxy": net(via_part, hop),
+        }
+
     return {
         "upstream": {
             "first_token_latency_s": first_token_latency,
@@ -283,7 +305,8 @@ async def measure(
         "errors": sum(1 for s in via if s.error is not None),
         "direct_errors": sum(1 for s in direct if s.error is not None),
         "in_process_errors": sum(1 for s in local if s.error is not None),
-        "error_samples": [s.error for s in [*via, *local] if s.error][:5],
+        "proxy_errors": sum(1 for s in proxied if s.error is not None),
+        "error_samples": [s.error for s in [*via, *local, *proxied] if s.error][:5],
         "tokens_per_stream": (len(tok_via) / len(ok_via) + 1) if ok_via else 0,
         "ttft": {
             "via_server_minus_configured": via_ttft,
@@ -291,6 +314,7 @@ async def measure(
             "in_process_minus_configured": local_ttft,
             "server_overhead": net(via_ttft, direct_ttft),
             "server_over_in_process": net(via_ttft, local_ttft),
+            **with_proxy(via_ttft, direct_ttft, ttft),
         },
         "per_token": {
             "via_server_minus_configured": via_tok,
@@ -298,10 +322,16 @@ async def measure(
             "in_process_minus_configured": local_tok,
             "server_overhead": net(via_tok, direct_tok),
             "server_over_in_process": net(via_tok, local_tok),
+            **with_proxy(via_tok, direct_tok, per_token),
         },
         "stream_total_ms_p50": {
             "via_server": percentile([s.total * 1000 for s in ok_via], 50),
             "direct": percentile([s.total * 1000 for s in ok_direct], 50),
             "in_process": percentile([s.total * 1000 for s in ok(local)], 50),
+            **(
+                {"via_proxy": percentile([s.total * 1000 for s in ok(proxied)], 50)}
+                if proxied
+                else {}
+            ),
         },
     }

@@ -58,6 +58,10 @@ def test_quick_bench_runs_every_section(tmp_path: Path) -> None:
     stream = summary["stream"]
     assert stream["errors"] == stream["direct_errors"] == stream["in_process_errors"] == 0
     assert stream["ttft"]["via_server_minus_configured"]["samples"] == stream["streams"]
+    # The bare proxy ran beside the server and relayed every token of every stream.
+    assert stream["proxy_errors"] == 0
+    assert stream["ttft"]["via_proxy_minus_configured"]["samples"] == stream["streams"]
+    assert "server_over_proxy" in stream["ttft"]
     many = summary["many"]
     assert many["errors"] == 0 and many["completed"] == many["streams"]
     assert many["rss_mb"]["peak"] > 0

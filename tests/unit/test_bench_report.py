@@ -1,0 +1,38 @@
+"""The bench report still prints the sections that ran when another one failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import report
+
+
+def _summary() -> dict:
+    return {
+        "meta": {"started_at": "2026-11-24 18:43 UTC", "environment": {"cpus": 2}},
+        "stream": {"error": "FileNotFoundError: no such interpreter", "section_seconds": 0.8},
+        "many": {
+            "streams": 10,
+            "errors": 0,
+            "streaming_together": 10,
+            "target_stream_seconds": 1.0,
+            "ttft_ms": {"p50": 60.0, "p99": 80.0},
+            "rss_mb": {"before": 150.0, "peak": 160.0, "series": [[0.0, 150.0], [1.0, 160.0]]},
+        },
+    }
+
+
+def test_markdown_names_the_failed_section_and_keeps_the_others() -> None:
+    text = report.markdown(_summary())
+    assert "Section stream failed: FileNotFoundError: no such interpreter" in text
+    assert "| 10 x ~1 s (embedded) | 0 |" in text
+    streaming = [t for t in report.targets(_summary()) if "TTFT" in t["target"]]
+    assert streaming and all(t["value"] is None and t["met"] is None for t in streaming)
+    assert any(
+        t["target"] == "10 streams: zero errors" and t["met"] for t in report.targets(_summary())
+    )
+
+
+def test_chart_is_drawn_without_the_failed_section(tmp_path: Path) -> None:
+    report.chart(_summary(), tmp_path / "summary.png")
+    assert (tmp_path / "summary.png").stat().st_size > 10_000
