@@ -99,6 +99,19 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": peak <= TARGETS["many_streams_rss_peak_mb"],
             }
         )
+    saver = summary.get("checkpointer") or {}
+    ratios, wanted = saver.get("ratios") or {}, saver.get("targets") or {}
+    for key, label in (("redis_vs_sqlite", "SQLite (file)"), ("redis_vs_inmemory", "InMemory")):
+        value, target = ratios.get(key), wanted.get(key)
+        if value is None or target is None:
+            continue
+        out.append(
+            {
+                "target": f"Redis saver pairs/s ≥ {target:g}x {label}",
+                "value": f"{value:.2f}x",
+                "met": value >= target,
+            }
+        )
     peer = summary.get("peer") or {}
     for row in peer.get("comparison", []):
         if row["concurrency"] == 50:

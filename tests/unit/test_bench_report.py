@@ -36,3 +36,20 @@ def test_markdown_names_the_failed_section_and_keeps_the_others() -> None:
 def test_chart_is_drawn_without_the_failed_section(tmp_path: Path) -> None:
     report.chart(_summary(), tmp_path / "summary.png")
     assert (tmp_path / "summary.png").stat().st_size > 10_000
+
+
+def test_targets_include_the_redis_savers_two_ratios() -> None:
+    summary = {
+        "checkpointer": {
+            "ratios": {"redis_vs_sqlite": 2.38, "redis_vs_inmemory": 0.44},
+            "targets": {"redis_vs_sqlite": 1.5, "redis_vs_inmemory": 0.5, "met": False},
+        }
+    }
+    rows = {t["target"]: t for t in report.targets(summary)}
+    assert rows["Redis saver pairs/s ≥ 1.5x SQLite (file)"] == {
+        "target": "Redis saver pairs/s ≥ 1.5x SQLite (file)",
+        "value": "2.38x",
+        "met": True,
+    }
+    assert rows["Redis saver pairs/s ≥ 0.5x InMemory"]["met"] is False
+    assert "| Redis saver pairs/s ≥ 0.5x InMemory | 0.44x | **no** |" in report.markdown(summary)
