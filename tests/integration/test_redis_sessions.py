@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 
 from agent_server.api.app import create_app
+from agent_server.config import Settings
 from tests.conftest import make_settings
-from tests.support.fake_upstream import fake_upstream, text
+from tests.support.fake_upstream import FakeUpstream, fake_upstream, text
 from tests.support.past_lookups import PastLookups
 from tests.support.redis import delete_prefix, require_redis, unique_prefix
 from tests.support.servers import serve_in_thread
@@ -30,21 +32,29 @@ def thread_keys(url: str, prefix: str, session_id: str) -> list[bytes]:
     return list(redis.Redis.from_url(url).scan_iter(match=f"{prefix}:{{{session_id}}}:*"))
 
 
+def upstream_settings(
+    tmp_path: Path, redis_prefix: tuple[str, str], fake: FakeUpstream, **overrides: Any
+) -> Settings:
+    """Settings on the test's Redis prefix whose one model, m1, the fake upstream serves."""
+    url, prefix = redis_prefix
+    return make_settings(
+        tmp_path,
+        redis_url=url,
+        redis_key_prefix=prefix,
+        openrouter_api_key="sk-test",
+        openrouter_base_url=fake.base_url,
+        agent_models=["m1"],
+        **overrides,
+    )
+
+
 async def test_expired_session_is_rebuilt_from_sql(
     tmp_path: Path, redis_prefix: tuple[str, str]
 ) -> None:
     url, prefix = redis_prefix
     with fake_upstream() as fake:
         fake.always("m1", text("Hello Ada."))
-        settings = make_settings(
-            tmp_path,
-            redis_url=url,
-            redis_key_prefix=prefix,
-            session_ttl_seconds=1,
-            openrouter_api_key="sk-test",
-            openrouter_base_url=fake.base_url,
-            agent_models=["m1"],
-        )
+        settings = upstream_settings(tmp_path, redis_prefix, fake, session_ttl_seconds=1)
         with serve_in_thread(create_app(settings)) as base:
             async with httpx.AsyncClient(base_url=base, timeout=30) as client:
                 first = await client.post("/api/chat/message", json={"message": "I am Ada."})
@@ -129,14 +139,7 @@ async def test_a_session_made_by_post_skips_the_lookup_once_then_restores_when_l
     url, prefix = redis_prefix
     with fake_upstream() as fake:
         fake.always("m1", text("Hello Ada."))
-        settings = make_settings(
-            tmp_path,
-            redis_url=url,
-            redis_key_prefix=prefix,
-            openrouter_api_key="sk-test",
-            openrouter_base_url=fake.base_url,
-            agent_models=["m1"],
-        )
+        settings = upstream_settings(tmp_path, redis_prefix, fake)
         app = create_app(settings)
         with serve_in_thread(app) as base:
             lookups = PastLookups(app)
