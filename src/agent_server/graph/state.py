@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage, HumanMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict  # pydantic rejects typing.TypedDict before 3.12
 
 from agent_server.config import LOCAL_PRINCIPAL, Settings
 from agent_server.llm.fallback import ModelChain
