@@ -3,7 +3,10 @@
 Tables
 ------
 sessions  one row per conversation (= LangGraph thread). `owner` is the
-          principal that created it; every read filters on it.
+          principal that created it; every read filters on it. `metadata` is
+          the thread's metadata (JSONB on PostgreSQL, for `@>` containment);
+          `status`/`error` what the last run left (`idle`, `interrupted`,
+          `error`; `busy` lives in the run store, never here).
 api_keys  API keys, stored as SHA-256 hashes (never the key): name, times,
           revoked flag. The principal of a key is `key:<id>`.
 turns     one row per completed turn: the user's message, the final answer and
@@ -19,7 +22,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -40,6 +44,17 @@ class SessionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_active_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
+    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON().with_variant(postgresql.JSONB(), "postgresql"), default=dict
+    )
+    status: Mapped[str] = mapped_column(String(16), default="idle")
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (
+        # GIN for `metadata @> …` (thread search) on PostgreSQL; a plain (unused)
+        # index on SQLite, where Alembic's model comparison would otherwise differ.
+        Index("ix_sessions_metadata", "metadata", postgresql_using="gin"),
     )
 
 

@@ -7,12 +7,13 @@ can lazily trigger I/O or depend on SQLAlchemy.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, select, text
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
@@ -37,6 +38,11 @@ class SessionInfo:
     created_at: datetime
     last_active_at: datetime
     turn_count: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Thread metadata (LangGraph Platform API), `{}` for a plain REST session."""
+    status: str = "idle"
+    """What the last run left: `idle`, `interrupted` or `error` (never `busy`)."""
+    error: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +66,9 @@ class TurnRecord:
 
 
 def _session_info(row: SessionRow | Row[Any], turn_count: int = 0) -> SessionInfo:
-    """From an ORM row or a Core row of the sessions table (same attribute names)."""
+    """From an ORM row or a Core row of the sessions table (same attribute names, but
+    the ORM calls the `metadata` column `metadata_`: Declarative reserves the name)."""
+    metadata = row.metadata_ if isinstance(row, SessionRow) else row._mapping.get("metadata")
     return SessionInfo(
         id=row.id,
         owner=row.owner,
@@ -68,6 +76,9 @@ def _session_info(row: SessionRow | Row[Any], turn_count: int = 0) -> SessionInf
         created_at=_aware(row.created_at),
         last_active_at=_aware(row.last_active_at),
         turn_count=turn_count,
+        metadata=dict(metadata or {}),
+        status=getattr(row, "status", None) or "idle",
+        error=getattr(row, "error", None),
     )
 
 
@@ -193,6 +204,117 @@ class TranscriptRepository:
 
         return await self._write(work)
 
+    # --- threads (the same rows, as the LangGraph Platform API sees them) ----
+
+    async def create_thread(
+        self, owner: str, thread_id: str, metadata: dict[str, Any]
+    ) -> tuple[SessionInfo | None, bool]:
+        """Insert the row unless the id is taken. Returns `(row, created)`: the new
+        row, or the existing one with `created=False` (None if another owner holds
+        the id: the caller must not learn anything about it)."""
+        now = utcnow()
+        values = {
+            "id": thread_id,
+            "owner": owner,
+            "title": None,
+            "created_at": now,
+            "last_active_at": now,
+            "metadata": metadata,
+            "status": "idle",
+        }
+        insert = self._insert_or_ignore()
+
+        def work(conn: Connection) -> tuple[SessionInfo | None, bool]:
+            if conn.execute(insert, values).rowcount:
+                return _session_info(conn.execute(_GET_ANY_SESSION, {"id": thread_id}).one()), True
+            row = conn.execute(_GET_SESSION, {"id": thread_id, "owner": owner}).first()
+            return (None if row is None else _session_info(row)), False
+
+        return await self._write(work)
+
+    def _insert_or_ignore(self) -> Any:
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(_SESSIONS).on_conflict_do_nothing(index_elements=["id"])
+
+    async def search_threads(
+        self,
+        owner: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        ids: list[str] | None = None,
+        statuses: list[str] | None = None,
+        sort_by: str = "updated_at",
+        sort_order: str = "desc",
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[SessionInfo]:
+        """The owner's rows whose metadata contains `metadata` (top-level keys, each
+        value equal), newest activity first by default. `statuses` filters on the
+        stored status; `busy` is not stored, so the caller filters that one."""
+        table = _SESSIONS
+        stmt = select(table).where(table.c.owner == owner)
+        if ids is not None:
+            stmt = stmt.where(table.c.id.in_(ids))
+        if statuses is not None:
+            stmt = stmt.where(table.c.status.in_(statuses))
+        if metadata:
+            condition = self._metadata_contains(metadata)
+            if condition is None:
+                return []
+            stmt = stmt.where(condition)
+        column = _SORT_COLUMNS.get(sort_by, table.c.last_active_at)
+        order = column.asc() if sort_order == "asc" else column.desc()
+        stmt = stmt.order_by(order, table.c.id).limit(limit).offset(offset)
+        return await self._read(
+            lambda conn: [_session_info(row) for row in conn.execute(stmt).all()]
+        )
+
+    def _metadata_contains(self, metadata: dict[str, Any]) -> Any:
+        """`metadata @> :filter` on PostgreSQL (the GIN index); on SQLite one JSON1
+        comparison per key (`json_extract` of the stored and the wanted value, so
+        numbers, booleans and strings compare as SQL values, objects as minified JSON
+        text). None when no row can match (a key SQLite's JSON path cannot name)."""
+        column = _SESSIONS.c.metadata
+        if self._engine.dialect.name == "postgresql":
+            return column.op("@>")(literal(metadata, type_=postgresql.JSONB()))
+        conditions = []
+        for key, value in metadata.items():
+            if '"' in key:
+                return None
+            conditions.append(
+                func.json_extract(column, f'$."{key}"') == func.json_extract(json.dumps(value), "$")
+            )
+        return and_(*conditions)
+
+    async def update_thread(
+        self,
+        thread_id: str,
+        owner: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        status: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> SessionInfo | None:
+        """Merge `metadata` into the row's (top-level keys, like the reference), and/or
+        set the stored status (`error` is kept only with status `error`). None when
+        the owner has no such row. Read and write share one transaction."""
+        table = _SESSIONS
+
+        def work(conn: Connection) -> SessionInfo | None:
+            row = conn.execute(_GET_SESSION, {"id": thread_id, "owner": owner}).first()
+            if row is None:
+                return None
+            values: dict[str, Any] = {"last_active_at": utcnow()}
+            if metadata is not None:
+                values["metadata"] = {**(row._mapping["metadata"] or {}), **metadata}
+            if status is not None:
+                values["status"] = status
+                values["error"] = error if status == "error" else None
+            conn.execute(table.update().where(table.c.id == thread_id).values(**values))
+            return _session_info(conn.execute(_GET_ANY_SESSION, {"id": thread_id}).one())
+
+        return await self._write(work)
+
     # --- turns ----------------------------------------------------------------
 
     async def record_turn(self, turn: TurnRecord, *, owner: str) -> bool:
@@ -290,6 +412,15 @@ _GET_SESSION = select(_SESSIONS).where(
     _SESSIONS.c.id == bindparam("id"), _SESSIONS.c.owner == bindparam("owner")
 )
 """Built once with bound parameters, so SQLAlchemy compiles and caches it once."""
+_GET_ANY_SESSION = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("id"))
+_SORT_COLUMNS = {
+    "thread_id": _SESSIONS.c.id,
+    "created_at": _SESSIONS.c.created_at,
+    "updated_at": _SESSIONS.c.last_active_at,
+    "state_updated_at": _SESSIONS.c.last_active_at,
+    "status": _SESSIONS.c.status,
+}
+"""`POST /threads/search`'s `sort_by` values and the columns they order by."""
 
 
 def default_title(message: str, width: int = 80) -> str:
