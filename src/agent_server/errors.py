@@ -47,6 +47,45 @@ class SessionNotFound(AgentServerError):
         super().__init__(f"session {session_id!r} not found")
 
 
+class ThreadNotFound(SessionNotFound):
+    """A thread (= session) the caller does not own, or a checkpoint it lacks."""
+
+    code = "thread_not_found"
+
+    def __init__(self, thread_id: str, *, checkpoint_id: str | None = None) -> None:
+        AgentServerError.__init__(
+            self,
+            f"thread {thread_id!r} not found"
+            if checkpoint_id is None
+            else f"checkpoint {checkpoint_id!r} of thread {thread_id!r} not found",
+        )
+
+
+class ThreadExists(AgentServerError):
+    """`POST /threads` with a `thread_id` already taken (and `if_exists="raise"`)."""
+
+    status_code = 409
+    code = "thread_exists"
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id!r} already exists")
+
+
+class InvalidThreadRequest(AgentServerError):
+    """A thread request the graph refuses (an unknown `as_node`, a bad filter)."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class AssistantNotFound(AgentServerError):
+    status_code = 404
+    code = "assistant_not_found"
+
+    def __init__(self, assistant_id: str) -> None:
+        super().__init__(f"assistant {assistant_id!r} not found")
+
+
 class DocumentNotFound(AgentServerError):
     status_code = 404
     code = "document_not_found"
@@ -63,6 +102,35 @@ class SessionBusy(AgentServerError):
 
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {session_id!r} is busy with another message; retry when it ends")
+
+
+class ThreadBusy(SessionBusy):
+    """A run holds or waits for the thread, so it cannot be deleted or edited now."""
+
+    code = "thread_busy"
+
+    def __init__(self, thread_id: str) -> None:
+        AgentServerError.__init__(
+            self, f"thread {thread_id!r} has an active run; retry when it ends"
+        )
+
+
+class RunNotFound(AgentServerError):
+    """A run that does not exist, or belongs to another principal."""
+
+    status_code = 404
+    code = "run_not_found"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} not found")
+
+
+class BadRunRequest(AgentServerError):
+    """A run request that cannot be executed as asked (a resume without a thread,
+    an unknown stream mode, a context the graph cannot take)."""
+
+    status_code = 400
+    code = "bad_request"
 
 
 class UpstreamUnavailable(AgentServerError):
@@ -95,6 +163,21 @@ class Unauthorized(AgentServerError):
     status_code = 401
     code = "unauthorized"
     headers = {"WWW-Authenticate": "Bearer"}
+
+
+class LoopbackOnly(AgentServerError):
+    """A keyless server was reached on a non-loopback address: it serves without a key
+    only to local callers (decided at start-up, see `api/auth.py`)."""
+
+    status_code = 403
+    code = "loopback_only"
+
+
+class HeadersTooLarge(AgentServerError):
+    """Request headers over `MAX_HEADER_BYTES` or `MAX_HEADERS`."""
+
+    status_code = 431
+    code = "headers_too_large"
 
 
 class RateLimited(AgentServerError):
