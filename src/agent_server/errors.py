@@ -148,8 +148,39 @@ class UpstreamAuthError(AgentServerError):
 
 
 class StoreUnavailable(AgentServerError):
+    """Redis or the SQL database did not answer (in time): retrying shortly may work."""
+
     status_code = 503
     code = "store_unavailable"
+    headers = {"Retry-After": "2"}
+
+    def __init__(self, message: str = "a data store is unreachable; retry shortly") -> None:
+        super().__init__(message)
+
+
+class InvalidId(AgentServerError):
+    """An id in the path that no session or document can have (a NUL, over 64
+    characters): refused before any database sees it, like the same id in a body."""
+
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} must be 1-64 characters without NUL or control characters")
+
+
+class IdempotencyKeyReused(AgentServerError):
+    """An `Idempotency-Key` already answered a request with a different body."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
+class RequestInProgress(AgentServerError):
+    """The request with this `Idempotency-Key` is still running: retry when it ends."""
+
+    status_code = 409
+    code = "request_in_progress"
 
 
 class UpstreamBadRequest(AgentServerError):
@@ -157,6 +188,14 @@ class UpstreamBadRequest(AgentServerError):
 
     status_code = 502
     code = "upstream_bad_request"
+
+
+class UpstreamRejected(AgentServerError):
+    """Every model said no for its own reason (not served, no credit, moderation, a
+    parameter it does not take...): `details.models` lists each one's reason."""
+
+    status_code = 502
+    code = "upstream_rejected"
 
 
 class Unauthorized(AgentServerError):

@@ -137,3 +137,17 @@ class LatestCheckpointCache(BaseCheckpointSaver):
     async def adelete_thread(self, thread_id: str) -> None:
         self._forget(thread_id)
         await self.inner.adelete_thread(thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        # Which threads those runs wrote to is the inner saver's to know: forget them all.
+        self._latest.clear()
+        await self.inner.adelete_for_runs(run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._forget(target_thread_id)
+        await self.inner.acopy_thread(source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        for thread_id in thread_ids:
+            self._forget(str(thread_id))
+        await self.inner.aprune(thread_ids, strategy=strategy)

@@ -23,6 +23,9 @@ from prometheus_client import Histogram
 
 
 class InstrumentedSaver(BaseCheckpointSaver):
+    """Forwards every async method of the saver API: one it lacked would fall back to
+    `BaseCheckpointSaver`'s `NotImplementedError` even where the inner saver has it."""
+
     def __init__(self, inner: BaseCheckpointSaver, latency: Histogram) -> None:
         super().__init__(serde=inner.serde)
         self.inner = inner
@@ -82,3 +85,15 @@ class InstrumentedSaver(BaseCheckpointSaver):
     async def adelete_thread(self, thread_id: str) -> None:
         with self._timed("delete_thread"):
             await self.inner.adelete_thread(thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        with self._timed("delete_for_runs"):
+            await self.inner.adelete_for_runs(run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        with self._timed("copy_thread"):
+            await self.inner.acopy_thread(source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        with self._timed("prune"):
+            await self.inner.aprune(thread_ids, strategy=strategy)

@@ -16,7 +16,7 @@ LangGraph's own "latest" query relies on the same order.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -42,8 +42,36 @@ _DELETE_CHECKPOINTS = (
 )
 
 
+_RUN_CHECKPOINTS = (
+    "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints "
+    "WHERE json_extract(CAST(metadata AS TEXT), '$.run_id') = ?"
+)
+_DELETE_CHECKPOINT_WRITES = (
+    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+)
+_DELETE_CHECKPOINT = (
+    "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?"
+)
+_COPY_CHECKPOINTS = (
+    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
+    "parent_checkpoint_id, type, checkpoint, metadata) SELECT ?, checkpoint_ns, checkpoint_id, "
+    "parent_checkpoint_id, type, checkpoint, metadata FROM checkpoints WHERE thread_id = ?"
+)
+_COPY_WRITES = (
+    "INSERT OR REPLACE INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
+    "task_path, idx, channel, type, value) SELECT ?, checkpoint_ns, checkpoint_id, task_id, "
+    "task_path, idx, channel, type, value FROM writes WHERE thread_id = ?"
+)
+_NAMESPACES = "SELECT DISTINCT checkpoint_ns FROM checkpoints WHERE thread_id = ?"
+
+
 class BoundedSqliteSaver(AsyncSqliteSaver):
-    """`keep=None` keeps everything, as `AsyncSqliteSaver` does."""
+    """`keep=None` keeps everything, as `AsyncSqliteSaver` does.
+
+    Also implements the saver methods `AsyncSqliteSaver` leaves to the base class's
+    `NotImplementedError`, which a run rollback (`adelete_for_runs`) and a thread copy
+    (`acopy_thread`) need. LangGraph puts the run id into each checkpoint's metadata.
+    """
 
     def __init__(self, conn: aiosqlite.Connection, *, keep: int | None = None) -> None:
         super().__init__(conn)
@@ -79,16 +107,17 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
             self._writes_since_prune[key] = writes
         return stored
 
-    async def prune_thread(self, thread_id: str, checkpoint_ns: str = "") -> int:
+    async def prune_thread(
+        self, thread_id: str, checkpoint_ns: str = "", *, keep: int | None = None
+    ) -> int:
         """Delete the checkpoints of one thread and namespace older than its `keep`
-        newest, with their pending writes. Returns how many checkpoints went."""
-        if self.keep is None:
+        (default: the saver's) newest, with their pending writes. Returns how many went."""
+        keep = keep or self.keep
+        if keep is None:
             return 0
         await self.setup()
         async with self.lock:
-            async with self.conn.execute(
-                _CUTOFF, (thread_id, checkpoint_ns, self.keep - 1)
-            ) as cursor:
+            async with self.conn.execute(_CUTOFF, (thread_id, checkpoint_ns, keep - 1)) as cursor:
                 row = await cursor.fetchone()
             if row is None:  # `keep` or fewer
                 return 0
@@ -98,3 +127,33 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
                 deleted = cursor.rowcount
             await self.conn.commit()
         return deleted
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self.setup()
+        async with self.lock:
+            for run_id in run_ids:
+                async with self.conn.execute(_RUN_CHECKPOINTS, (str(run_id),)) as cursor:
+                    rows = await cursor.fetchall()
+                for row in rows:
+                    await self.conn.execute(_DELETE_CHECKPOINT_WRITES, tuple(row))
+                    await self.conn.execute(_DELETE_CHECKPOINT, tuple(row))
+            await self.conn.commit()
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self.setup()
+        async with self.lock:
+            await self.conn.execute(_COPY_CHECKPOINTS, (target_thread_id, source_thread_id))
+            await self.conn.execute(_COPY_WRITES, (target_thread_id, source_thread_id))
+            await self.conn.commit()
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """`keep_latest`: only each namespace's newest checkpoint stays; `delete`: all go."""
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                await self.adelete_thread(str(thread_id))
+                continue
+            await self.setup()
+            async with self.lock, self.conn.execute(_NAMESPACES, (str(thread_id),)) as cursor:
+                namespaces = [row[0] for row in await cursor.fetchall()]
+            for namespace in namespaces:
+                await self.prune_thread(str(thread_id), namespace, keep=1)

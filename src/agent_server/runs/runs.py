@@ -1,0 +1,564 @@
+"""`Runs`: create a run on a thread (or none), execute it as a task, stream, wait, cancel.
+
+A run starts the moment it is admitted (no queue polling): `create` admits it through
+the `RunStore` and, if it holds the thread's slot, launches a task that streams the
+graph into the run's event log. Runs that must wait (`enqueue`) are started by whoever
+frees the slot, on whichever replica that is: the run record carries the whole request.
+Readers (`stream`, `wait`) only ever read the event log, so a client may follow a run
+executing on another replica, and rejoin after a dropped connection.
+
+Cancels go to the task if this replica executes the run, else over the executing
+replica's own Redis channel (`<p>:cancel:<replica>`), which each `Runs` listens on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
+from typing import Any, Literal
+
+import anyio
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+from redis.asyncio import Redis, RedisCluster
+
+from agent_server.config import Settings
+from agent_server.errors import (
+    AgentServerError,
+    BadRunRequest,
+    RunNotFound,
+    ThreadBusy,
+    ThreadNotFound,
+)
+from agent_server.graph.state import RunOptions
+from agent_server.observability.metrics import Metrics
+from agent_server.persistence.repository import TranscriptRepository
+from agent_server.runs.events import END, EventLog, RunEvent
+from agent_server.runs.serialize import jsonable
+from agent_server.runs.store import MultitaskStrategy, RunRecord, RunStore, SlotKeeper
+
+log = logging.getLogger(__name__)
+
+GRAPH_MODES = frozenset(
+    {"values", "updates", "messages", "custom", "debug", "tasks", "checkpoints", "events"}
+)
+"""Stream modes a run can ask for (LangGraph's, plus `events` = `astream_events`)."""
+PUBLIC_CONTEXT = ("use_tools", "tools", "model", "temperature", "max_tokens")
+"""The graph's context a client may set; the principal and internal flags are ours."""
+PROTECTED_CONFIGURABLE = frozenset(
+    {"thread_id", "run_id", "graph_id", "assistant_id", "user_id", "principal", "checkpoint_ns"}
+)
+Action = Literal["interrupt", "rollback"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What a surface asks a run to do, in the core's terms (no wire format)."""
+
+    assistant_id: str
+    input: Any = None
+    command: dict[str, Any] | None = None
+    stream_modes: tuple[str, ...] = ("values",)
+    subgraphs: bool = False
+    configurable: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    recursion_limit: int | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
+    interrupt_before: tuple[str, ...] | Literal["*"] | None = None
+    interrupt_after: tuple[str, ...] | Literal["*"] | None = None
+    multitask_strategy: MultitaskStrategy = "enqueue"
+    if_not_exists: Literal["reject", "create"] = "reject"
+    on_completion: Literal["delete", "keep"] = "delete"
+    durability: Literal["sync", "async", "exit"] | None = None
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> RunRequest:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in kwargs.items() if k in known}
+        for name in ("stream_modes", "tags"):
+            if name in values:
+                values[name] = tuple(values[name])
+        for name in ("interrupt_before", "interrupt_after"):
+            if isinstance(values.get(name), list):
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def _modes(request: RunRequest) -> set[str]:
+    """What the graph must stream: what was asked, plus `values` (the run's result) and
+    `updates` (where interrupts show)."""
+    unknown = set(request.stream_modes) - GRAPH_MODES
+    if unknown:
+        raise BadRunRequest(f"unknown stream mode(s): {', '.join(sorted(unknown))}")
+    return {*request.stream_modes, "values", "updates"} - {"events"}
+
+
+def _context(principal: str, request: RunRequest, *, no_past: bool) -> RunOptions:
+    public = {k: v for k, v in request.context.items() if k in PUBLIC_CONTEXT}
+    if isinstance(public.get("tools"), list):
+        public["tools"] = tuple(public["tools"])
+    try:
+        return RunOptions(
+            principal=principal,
+            stream="messages" in request.stream_modes or "events" in request.stream_modes,
+            no_past=no_past,
+            **public,
+        )
+    except TypeError as exc:
+        raise BadRunRequest(f"invalid context: {exc}") from exc
+
+
+@dataclass(slots=True)
+class _Execution:
+    task: asyncio.Task[None]
+    action: Action | None = None
+    """Set when we cancel the task: what the cancel asked for."""
+
+
+class Runs:
+    """Every run of this replica, and the way to every run of the others."""
+
+    def __init__(
+        self,
+        *,
+        graph: CompiledStateGraph,
+        checkpointer: BaseCheckpointSaver,
+        transcript: TranscriptRepository,
+        store: RunStore,
+        events: EventLog,
+        settings: Settings,
+        metrics: Metrics,
+        replica_id: str | None = None,
+        redis: Redis | RedisCluster | None = None,
+        graph_id: str = "agent",
+    ) -> None:
+        self._graph = graph
+        self._checkpointer = checkpointer
+        self._transcript = transcript
+        self._store = store
+        self._events = events
+        self._settings = settings
+        self._metrics = metrics
+        self._replica = replica_id or uuid.uuid4().hex
+        self._redis = redis
+        self._graph_id = graph_id
+        self._running: dict[str, _Execution] = {}
+        self._slots = SlotKeeper(
+            store, interval_seconds=settings.lock_ttl_seconds / 3 if redis is not None else None
+        )
+        self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def store(self) -> RunStore:
+        return self._store
+
+    @property
+    def replica_id(self) -> str:
+        return self._replica
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def _channel(self, replica: str) -> str:
+        return f"{self._settings.redis_key_prefix}:cancel:{replica}"
+
+    async def start(self) -> None:
+        """Listen for cancels of runs this replica executes (Redis only)."""
+        if isinstance(self._redis, Redis):
+            self._listener = asyncio.create_task(self._listen(), name="runs-cancel-listener")
+
+    async def _listen(self) -> None:
+        assert isinstance(self._redis, Redis)
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._channel(self._replica))
+                    async for message in pubsub.listen():
+                        data = json.loads(message["data"])
+                        self._cancel_local(data["run_id"], data.get("action", "interrupt"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: listen again once it is back
+                log.warning("cancel listener: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        executions = list(self._running.values())
+        for execution in executions:
+            execution.action = execution.action or "interrupt"
+            execution.task.cancel()
+        await asyncio.gather(*(e.task for e in executions), return_exceptions=True)
+
+    # --- create ------------------------------------------------------------------
+
+    async def create(self, principal: str, thread_id: str | None, request: RunRequest) -> RunRecord:
+        """Admit a run on `thread_id` (None: a temporary thread, deleted after the run
+        unless `on_completion="keep"`) and start it if the thread is free."""
+        _modes(request)
+        resume = (request.command or {}).get("resume")
+        if thread_id is None and resume is not None:
+            raise BadRunRequest("a resume command needs a thread")
+        if thread_id is None:
+            thread_id = str(uuid.uuid4())
+            await self._transcript.create_session(principal, session_id=thread_id)
+            request = replace(request, multitask_strategy="reject")
+            temporary = True
+        else:
+            await self._ensure_thread(principal, thread_id, request)
+            temporary = False
+        metadata = {**request.metadata}
+        if temporary:
+            metadata["temporary"] = request.on_completion == "delete"
+        record = RunRecord(
+            run_id=str(uuid.uuid4()),
+            thread_id=thread_id,
+            owner=principal,
+            assistant_id=request.assistant_id,
+            multitask_strategy=request.multitask_strategy,
+            metadata=metadata,
+            kwargs=request.to_kwargs(),
+            replica=self._replica,
+        )
+        await self._events.open(thread_id, record.run_id)
+        admission = await self._store.admit(record)
+        if not admission.started and request.multitask_strategy == "reject":
+            await self._events.delete(thread_id, record.run_id)
+            raise ThreadBusy(thread_id)
+        if admission.started:
+            record = replace(record, status="running")
+            self._launch(record)
+        else:
+            record = replace(record, status="pending")
+        action: Action = "rollback" if request.multitask_strategy == "rollback" else "interrupt"
+        for waiting in admission.cancelled:
+            await self._cancel_waiting(thread_id, waiting, action)
+        if admission.revived is not None:
+            await self._launch_waiting(thread_id, admission.revived)
+        if admission.holder is not None and request.multitask_strategy in ("interrupt", "rollback"):
+            await self._cancel_running(thread_id, admission.holder, action)
+        return record
+
+    async def _ensure_thread(self, principal: str, thread_id: str, request: RunRequest) -> None:
+        if await self._transcript.get_session(thread_id, principal) is not None:
+            return
+        if request.if_not_exists != "create":
+            raise ThreadNotFound(thread_id)
+        try:
+            await self._transcript.create_session(principal, session_id=thread_id)
+        except Exception as exc:  # taken by another principal (or a race): not theirs
+            if await self._transcript.get_session(thread_id, principal) is None:
+                raise ThreadNotFound(thread_id) from exc
+
+    # --- execution ---------------------------------------------------------------
+
+    def _launch(self, record: RunRecord) -> None:
+        task = asyncio.create_task(self._execute(record), name=f"run-{record.run_id}")
+        self._running[record.run_id] = _Execution(task)
+        self._slots.hold(record.thread_id, record.run_id)
+
+    async def handoff(self, thread_id: str, run_id: str | None) -> None:
+        """The slot was freed by someone else (a REST turn) and handed to `run_id`."""
+        if run_id is not None:
+            await self._launch_waiting(thread_id, run_id)
+
+    async def _launch_waiting(self, thread_id: str, run_id: str) -> None:
+        record = await self._store.get(thread_id, run_id)
+        if record is None or record.done:  # gone: pass the slot on
+            await self.handoff(thread_id, await self._store.free(thread_id, run_id))
+            return
+        record = replace(record, status="running", replica=self._replica)
+        await self._store.put(record)
+        self._launch(record)
+
+    def _config(self, record: RunRecord, request: RunRequest) -> dict[str, Any]:
+        configurable = {
+            k: v for k, v in request.configurable.items() if k not in PROTECTED_CONFIGURABLE
+        }
+        # Authoritative: whatever the client sent, these are ours (Aegra #525).
+        configurable.update(
+            thread_id=record.thread_id,
+            run_id=record.run_id,
+            graph_id=self._graph_id,
+            assistant_id=record.assistant_id,
+            user_id=record.owner,
+        )
+        checkpoint = request.checkpoint or {}
+        for key in ("checkpoint_id", "checkpoint_ns", "checkpoint_map"):
+            if checkpoint.get(key):
+                configurable[key] = checkpoint[key]
+        config: dict[str, Any] = {
+            "configurable": configurable,
+            "run_id": uuid.UUID(record.run_id),
+            "metadata": {
+                **request.metadata,
+                "run_id": record.run_id,
+                "thread_id": record.thread_id,
+                "graph_id": self._graph_id,
+                "assistant_id": record.assistant_id,
+            },
+        }
+        if request.tags:
+            config["tags"] = list(request.tags)
+        if request.recursion_limit:
+            config["recursion_limit"] = request.recursion_limit
+        return config
+
+    async def _execute(self, record: RunRecord) -> None:
+        request = RunRequest.from_kwargs(record.kwargs)
+        thread_id, run_id = record.thread_id, record.run_id
+        status, error = "success", None
+        self._metrics.active_runs.inc()
+        try:
+            await self._events.append(
+                thread_id, run_id, "metadata", {"run_id": run_id, "attempt": 1}
+            )
+            result = await self._stream_graph(record, request)
+            await self._store.set_result(thread_id, run_id, result)
+        except asyncio.CancelledError:
+            status = "interrupted"
+        except AgentServerError as exc:
+            status, error = "error", {"error": type(exc).__name__, "message": exc.message}
+        except Exception as exc:
+            log.exception("run %s failed", run_id)
+            status, error = "error", {"error": type(exc).__name__, "message": str(exc)}
+        finally:
+            execution = self._running.get(run_id)
+            action = execution.action if execution is not None else None
+            with anyio.CancelScope(shield=True):
+                # Status, `end` and the slot must be settled even when cancelled.
+                await self._finish(record, status, error, action)
+
+    async def _stream_graph(self, record: RunRecord, request: RunRequest) -> dict[str, Any]:
+        """Stream the graph into the log; returns the final values (+ `__interrupt__`)."""
+        thread_id, run_id = record.thread_id, record.run_id
+        modes = _modes(request)
+        wanted = set(request.stream_modes)
+        explicit_checkpoint = bool((request.checkpoint or {}).get("checkpoint_id"))
+        options = _context(
+            record.owner,
+            request,
+            # A run from an explicit checkpoint (a fork) or continuing one (input None,
+            # a resume) sees exactly that checkpoint's history, never the SQL past.
+            no_past=explicit_checkpoint or request.input is None or request.command is not None,
+        )
+        graph_input: Any = Command(**request.command) if request.command else request.input
+        config = self._config(record, request)
+        kwargs: dict[str, Any] = {
+            "context": options,
+            "stream_mode": sorted(modes),
+            "subgraphs": request.subgraphs,
+            "durability": request.durability or "async",
+        }
+        if request.interrupt_before is not None:
+            kwargs["interrupt_before"] = request.interrupt_before
+        if request.interrupt_after is not None:
+            kwargs["interrupt_after"] = request.interrupt_after
+        values: Any = {}
+        interrupts: list[Any] = []
+
+        async def emit(ns: tuple[str, ...], mode: str, chunk: Any) -> None:
+            nonlocal values
+            if not ns and mode == "values":
+                values = chunk
+            if not ns and mode == "updates" and isinstance(chunk, dict):
+                interrupts.extend(chunk.get("__interrupt__", ()))
+            if mode in wanted:
+                name = "|".join((mode, *ns)) if ns else mode
+                await self._events.append(thread_id, run_id, name, jsonable(chunk))
+
+        if "events" in wanted:
+            root = str(config["run_id"])
+            stream = self._graph.astream_events(graph_input, config, version="v2", **kwargs)
+            async with contextlib.aclosing(stream):
+                async for event in stream:
+                    if event["event"] == "on_chain_stream" and event["run_id"] == root:
+                        part = event["data"]["chunk"]
+                        ns, mode, chunk = part if request.subgraphs else ((), *part)
+                        await emit(tuple(ns), mode, chunk)
+                    else:
+                        await self._events.append(thread_id, run_id, "events", jsonable(event))
+        else:
+            stream = self._graph.astream(graph_input, config, **kwargs)
+            async with contextlib.aclosing(stream):
+                async for part in stream:
+                    ns, mode, chunk = part if request.subgraphs else ((), *part)
+                    await emit(tuple(ns), mode, chunk)
+        result = jsonable(values) if isinstance(values, dict) else {"value": jsonable(values)}
+        if interrupts:
+            result["__interrupt__"] = jsonable(interrupts)
+        return result
+
+    async def _finish(
+        self,
+        record: RunRecord,
+        status: str,
+        error: dict[str, Any] | None,
+        action: Action | None,
+    ) -> None:
+        """Settle a run, in the order readers rely on: once a reader sees `end`, the
+        record has its status, a temporary thread is gone and the slot is free."""
+        thread_id, run_id = record.thread_id, record.run_id
+        self._metrics.active_runs.dec()
+        nxt = None
+        try:
+            if error is not None:
+                await self._events.append(thread_id, run_id, "error", error)
+            if action == "rollback":
+                # Leave no trace of it: its checkpoints (and pending writes) go too.
+                await self._checkpointer.adelete_for_runs([run_id])
+                await self._store.delete(thread_id, run_id)
+            else:
+                await self._store.put(replace(record, status=status, error=error))  # type: ignore[arg-type]
+            if record.metadata.get("temporary"):
+                await self._delete_thread(record.owner, thread_id)
+        except Exception:
+            log.exception("could not record the end of run %s", run_id)
+        finally:
+            self._running.pop(run_id, None)
+            await self._slots.drop(thread_id, run_id)
+            try:
+                nxt = await self._store.free(thread_id, run_id)
+                await self._events.close(thread_id, run_id, {"status": status})
+            except Exception:
+                log.exception("could not free thread %s after run %s", thread_id, run_id)
+            await self.handoff(thread_id, nxt)
+
+    async def _delete_thread(self, principal: str, thread_id: str) -> None:
+        """A temporary thread's state and row; its run records stay until they expire
+        (a `wait` on the run still reads its outcome)."""
+        await self._checkpointer.adelete_thread(thread_id)
+        await self._transcript.delete_session(thread_id, principal)
+
+    # --- read --------------------------------------------------------------------
+
+    async def get(self, principal: str, thread_id: str, run_id: str) -> RunRecord:
+        record = await self._store.get(thread_id, run_id)
+        if record is None or record.owner != principal:
+            raise RunNotFound(run_id)
+        return record
+
+    async def list(
+        self,
+        principal: str,
+        thread_id: str,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        status: str | None = None,
+    ) -> list[RunRecord]:
+        if await self._transcript.get_session(thread_id, principal) is None:
+            raise ThreadNotFound(thread_id)
+        records = [r for r in await self._store.list(thread_id) if r.owner == principal]
+        if status is not None:
+            records = [r for r in records if r.status == status]
+        return records[offset : offset + limit]
+
+    async def _alive(self, thread_id: str, run_id: str) -> bool:
+        """Could events still come? (The run holds the slot or waits for it.)"""
+        if run_id in self._running:
+            return True
+        if await self._store.active(thread_id) == run_id:
+            return True
+        return run_id in await self._store.pending(thread_id)
+
+    async def stream(
+        self, principal: str, thread_id: str, run_id: str, *, after: str | None = None
+    ) -> AsyncIterator[RunEvent]:
+        """The run's events after `after` (None: from its first), live until its `end`.
+        A run whose log expired gets its outcome (values or error) and `end`."""
+        record = await self.get(principal, thread_id, run_id)
+        last: RunEvent | None = None
+        async for event in self._events.read(
+            thread_id, run_id, after=after, alive=partial(self._alive, thread_id, run_id)
+        ):
+            last = event
+            yield event
+        if last is not None and last.event == END:
+            return
+        record = await self._store.get(thread_id, run_id) or record
+        if not record.done:  # the writer died mid-run: nothing more will come
+            yield RunEvent("0-0", "error", {"error": "RunLost", "message": "the run was lost"})
+        elif record.error is not None:
+            yield RunEvent("0-0", "error", record.error)
+        elif after is None and last is None:  # the log expired: the outcome will do
+            yield RunEvent("0-0", "values", await self._store.result(thread_id, run_id) or {})
+        yield RunEvent("0-0", END, {"status": record.status})
+
+    async def wait(self, principal: str, thread_id: str, run_id: str) -> dict[str, Any]:
+        """Block until the run ends; its final values (`__interrupt__` when paused,
+        `__error__` when it failed)."""
+        async for _ in self.stream(principal, thread_id, run_id):
+            pass
+        record = await self.get(principal, thread_id, run_id)
+        if record.status == "error":
+            return {"__error__": record.error or {"error": "Error", "message": "run failed"}}
+        return await self._store.result(thread_id, run_id) or {}
+
+    # --- cancel ------------------------------------------------------------------
+
+    async def cancel(
+        self,
+        principal: str,
+        thread_id: str,
+        run_id: str,
+        *,
+        wait: bool = False,
+        action: Action = "interrupt",
+    ) -> RunRecord | None:
+        """Stop a run: a waiting one never runs, a running one stops at its next step.
+        `rollback` also deletes it and what it wrote. Returns the record (None if
+        rolled back)."""
+        record = await self.get(principal, thread_id, run_id)
+        if record.done:
+            return record
+        if record.status == "pending" and await self._cancel_waiting(thread_id, run_id, action):
+            return await self._store.get(thread_id, run_id)
+        await self._cancel_running(thread_id, run_id, action)
+        if wait:
+            async for _ in self.stream(principal, thread_id, run_id, after="$"):
+                pass
+        return await self._store.get(thread_id, run_id)
+
+    async def _cancel_waiting(self, thread_id: str, run_id: str, action: Action) -> bool:
+        if not await self._store.unqueue(thread_id, run_id):
+            return False
+        record = await self._store.get(thread_id, run_id)
+        if action == "rollback":
+            await self._store.delete(thread_id, run_id)
+            await self._events.delete(thread_id, run_id)
+        elif record is not None:
+            await self._store.put(replace(record, status="interrupted"))
+            await self._events.close(thread_id, run_id, {"status": "interrupted"})
+        return True
+
+    def _cancel_local(self, run_id: str, action: Action) -> bool:
+        execution = self._running.get(run_id)
+        if execution is None:
+            return False
+        execution.action = action
+        execution.task.cancel()
+        return True
+
+    async def _cancel_running(self, thread_id: str, run_id: str, action: Action) -> None:
+        if self._cancel_local(run_id, action):
+            return
+        record = await self._store.get(thread_id, run_id)
+        if record is None or record.done or self._redis is None or record.replica is None:
+            return
+        message = json.dumps({"run_id": run_id, "action": action})
+        await self._redis.publish(self._channel(record.replica), message)
