@@ -26,6 +26,7 @@ from agent_server.resources import build_resources
 from agent_server.runs.events import LocalEventLog, RedisEventLog
 from agent_server.runs.runs import RunRequest, Runs
 from agent_server.runs.store import LocalRunStore, RedisRunStore
+from agent_server.runs.threads import Threads
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, fake_upstream, text
 from tests.support.redis import delete_prefix, require_redis, unique_prefix
@@ -65,6 +66,12 @@ async def open_core(settings: Settings, *, replica: str | None = None) -> AsyncI
                 prefix = settings.redis_key_prefix
                 store = RedisRunStore(resources.redis, prefix=prefix, ttl_seconds=60)
                 events = RedisEventLog(resources.redis, prefix=prefix, retain_seconds=60)
+            threads = Threads(
+                graph=graph,
+                checkpointer=checkpointer,
+                transcript=resources.transcript,
+                runs=store,
+            )
             runs = Runs(
                 graph=graph,
                 checkpointer=checkpointer,
@@ -75,6 +82,7 @@ async def open_core(settings: Settings, *, replica: str | None = None) -> AsyncI
                 metrics=metrics,
                 replica_id=replica,
                 redis=resources.redis,
+                threads=threads,
             )
             await runs.start()
             try:
@@ -178,6 +186,9 @@ async def test_reject_refuses_while_running_and_enqueue_runs_in_order(
     assert humans == ["1", "2", "3"]
     for run in (first, second, third):
         assert (await core.runs.get(ALICE, thread, run.run_id)).status == "success"
+    row = await core.transcript.get_session(thread, ALICE)
+    assert row.metadata == {"graph_id": "agent", "assistant_id": "agent"}
+    assert row.status == "idle"
 
 
 async def test_interrupt_cancels_the_running_run_and_starts_the_new_one(

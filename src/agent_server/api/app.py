@@ -8,7 +8,7 @@ shutdown. It also refuses to start on a reachable address with no API keys.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware
@@ -16,17 +16,25 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from agent_server import __version__
+from agent_server.api import agent_protocol
 from agent_server.api.access_log import AccessLogMiddleware
+from agent_server.api.agent_protocol.builtin import Assistants
 from agent_server.api.auth import Authenticator
 from agent_server.api.deps import get_principal
 from agent_server.api.errors import install_error_handlers
 from agent_server.api.head import HeadAsGetMiddleware
 from agent_server.api.limits import RequestLimiter, TokenBudget, limits_storage
 from agent_server.api.locks import LocalSessionLocks, RedisSessionLocks, SessionLocks
+from agent_server.api.request_id import is_safe_request_id
 from agent_server.api.routes import documents, health, messages, models, sessions, tools
 from agent_server.api.schemas import ErrorResponse
-from agent_server.api.security import BodyLimitMiddleware, SecurityHeadersMiddleware
+from agent_server.api.security import (
+    BodyLimitMiddleware,
+    HeaderLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 from agent_server.api.service import ChatService
+from agent_server.api.web import router as web
 from agent_server.config import Settings
 from agent_server.gc_tuning import tune_gc
 from agent_server.graph.builder import build_graph
@@ -36,6 +44,7 @@ from agent_server.persistence.api_keys import ApiKeyRepository
 from agent_server.persistence.checkpointer import open_checkpointer
 from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.resources import Resources, build_resources
+from agent_server.runs.core import open_run_core
 
 log = get_logger(__name__)
 
@@ -47,10 +56,31 @@ def _error(description: str) -> dict[str, Any]:
 API_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _error("Malformed JSON body"),
     401: _error("Missing or invalid API key"),
+    403: _error("No API keys exist and the request did not arrive on loopback (`loopback_only`)"),
     413: _error("Request body too large"),
     422: _error("Invalid request (`validation_error`, `invalid_model`, `invalid_tools`)"),
+    431: _error("Request headers too large or too many (`headers_too_large`)"),
 }
 """Errors any /api route can answer, documented with the one error shape we send."""
+
+CORS_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"]
+CORS_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "X-Request-ID",
+    "X-Auth-Scheme",  # Studio, Agent Chat UI
+    "Last-Event-ID",  # rejoining a run's stream
+]
+CORS_EXPOSE = [
+    "X-Request-ID",
+    "Retry-After",
+    "Content-Location",  # the run id of a new run (useStream's onRunCreated)
+    "Location",  # where to rejoin a run's stream
+    "X-Pagination-Total",
+    "X-Pagination-Next",
+]
+"""CORS for browser clients of both APIs (`AGENT-PROTOCOL.md` §6)."""
 
 
 def _locks(resources: Resources) -> SessionLocks:
@@ -75,16 +105,29 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
         try:
             await resources.prepare()
             auth = Authenticator(settings, ApiKeyRepository(resources.engine))
-            await auth.ensure_safe_to_serve(settings.host)
+            await auth.start(settings.host)
             storage = limits_storage(settings)
             budget = (
                 TokenBudget(storage, settings.daily_token_budget)
                 if settings.daily_token_budget
                 else None
             )
-            async with open_checkpointer(settings, resources.redis) as saver:
+            async with (
+                open_checkpointer(settings, resources.redis) as saver,
+                AsyncExitStack() as stack,
+            ):
                 checkpointer = InstrumentedSaver(saver, metrics.checkpointer_latency)
                 graph = build_graph(resources.deps, checkpointer=checkpointer)
+                core = await stack.enter_async_context(
+                    open_run_core(
+                        resources, graph=graph, checkpointer=checkpointer, metrics=metrics
+                    )
+                )
+                app.state.core = core
+                app.state.runs, app.state.threads = core.runs, core.threads
+                app.state.agent_protocol = agent_protocol.AgentProtocol(
+                    Assistants({"agent": graph}), core.threads, core.runs
+                )
                 app.state.settings = settings
                 app.state.resources = resources
                 app.state.auth = auth
@@ -114,22 +157,38 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
     # Innermost: everything outside it still sees the original HEAD.
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        HeaderLimitMiddleware,
+        max_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
+            expose_headers=CORS_EXPOSE,
+            # Chrome's Private Network Access: the hosted Studio page reaching a
+            # local server sends `Access-Control-Request-Private-Network: true`.
+            allow_private_network=True,
             max_age=600,
         )
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
-    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    app.add_middleware(
+        CorrelationIdMiddleware, header_name="X-Request-ID", validator=is_safe_request_id
+    )
     app.state.metrics = metrics
     install_error_handlers(app)
     authenticated = [Depends(get_principal)]
     for module in (sessions, messages, documents, tools, models):
         app.include_router(module.router, dependencies=authenticated, responses=API_ERRORS)
     app.include_router(health.router)
+    # The LangGraph Platform API at the root (Studio, langgraph-sdk, RemoteGraph).
+    for router in agent_protocol.AUTHENTICATED:
+        app.include_router(router, dependencies=authenticated, responses=API_ERRORS)
+    for router in agent_protocol.OPEN:
+        app.include_router(router)
+    web.install(app)  # the chat page at / and its assets under /static/
     return app

@@ -39,10 +39,11 @@ from agent_server.errors import (
 )
 from agent_server.graph.state import RunOptions
 from agent_server.observability.metrics import Metrics
-from agent_server.persistence.repository import TranscriptRepository
+from agent_server.persistence.repository import SessionInfo, TranscriptRepository
 from agent_server.runs.events import END, EventLog, RunEvent
 from agent_server.runs.serialize import jsonable
 from agent_server.runs.store import MultitaskStrategy, RunRecord, RunStore, SlotKeeper
+from agent_server.runs.threads import Threads
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class Runs:
         replica_id: str | None = None,
         redis: Redis | RedisCluster | None = None,
         graph_id: str = "agent",
+        threads: Threads | None = None,
     ) -> None:
         self._graph = graph
         self._checkpointer = checkpointer
@@ -154,6 +156,7 @@ class Runs:
         self._replica = replica_id or uuid.uuid4().hex
         self._redis = redis
         self._graph_id = graph_id
+        self._threads = threads
         self._running: dict[str, _Execution] = {}
         self._slots = SlotKeeper(
             store, interval_seconds=settings.lock_ttl_seconds / 3 if redis is not None else None
@@ -213,13 +216,17 @@ class Runs:
         resume = (request.command or {}).get("resume")
         if thread_id is None and resume is not None:
             raise BadRunRequest("a resume command needs a thread")
+        stamp = {"graph_id": self._graph_id, "assistant_id": request.assistant_id}
         if thread_id is None:
             thread_id = str(uuid.uuid4())
-            await self._transcript.create_session(principal, session_id=thread_id)
+            await self._transcript.create_thread(principal, thread_id, stamp)
             request = replace(request, multitask_strategy="reject")
             temporary = True
         else:
-            await self._ensure_thread(principal, thread_id, request)
+            row = await self._ensure_thread(principal, thread_id, request, stamp)
+            if any(row.metadata.get(k) != v for k, v in stamp.items()):
+                # Agent Chat UI lists threads by these (`threads.search` on metadata).
+                await self._transcript.update_thread(thread_id, principal, metadata=stamp)
             temporary = False
         metadata = {**request.metadata}
         if temporary:
@@ -253,16 +260,18 @@ class Runs:
             await self._cancel_running(thread_id, admission.holder, action)
         return record
 
-    async def _ensure_thread(self, principal: str, thread_id: str, request: RunRequest) -> None:
-        if await self._transcript.get_session(thread_id, principal) is not None:
-            return
+    async def _ensure_thread(
+        self, principal: str, thread_id: str, request: RunRequest, stamp: dict[str, Any]
+    ) -> SessionInfo:
+        row = await self._transcript.get_session(thread_id, principal)
+        if row is not None:
+            return row
         if request.if_not_exists != "create":
             raise ThreadNotFound(thread_id)
-        try:
-            await self._transcript.create_session(principal, session_id=thread_id)
-        except Exception as exc:  # taken by another principal (or a race): not theirs
-            if await self._transcript.get_session(thread_id, principal) is None:
-                raise ThreadNotFound(thread_id) from exc
+        row, _ = await self._transcript.create_thread(principal, thread_id, stamp)
+        if row is None:  # another principal's id: not theirs to learn about
+            raise ThreadNotFound(thread_id)
+        return row
 
     # --- execution ---------------------------------------------------------------
 
@@ -426,6 +435,8 @@ class Runs:
                 await self._store.put(replace(record, status=status, error=error))  # type: ignore[arg-type]
             if record.metadata.get("temporary"):
                 await self._delete_thread(record.owner, thread_id)
+            elif self._threads is not None:
+                await self._threads.settle(record.owner, thread_id, error=error)
         except Exception:
             log.exception("could not record the end of run %s", run_id)
         finally:

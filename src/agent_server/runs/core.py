@@ -1,0 +1,75 @@
+"""`open_run_core`: the run core's objects, built once per app from its resources.
+
+In-process store and event log without Redis (one process is then the only server),
+Redis-backed ones with it, so every replica sees the same slots, queues, records and
+events. The app lifespan opens it; tests open it the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from agent_server.observability.metrics import Metrics
+from agent_server.resources import Resources
+from agent_server.runs.events import EventLog, LocalEventLog, RedisEventLog
+from agent_server.runs.runs import Runs
+from agent_server.runs.store import LocalRunStore, RedisRunStore, RunStore
+from agent_server.runs.threads import Threads
+
+
+@dataclass(frozen=True, slots=True)
+class RunCore:
+    store: RunStore
+    events: EventLog
+    threads: Threads
+    runs: Runs
+
+
+@asynccontextmanager
+async def open_run_core(
+    resources: Resources,
+    *,
+    graph: CompiledStateGraph,
+    checkpointer: BaseCheckpointSaver,
+    metrics: Metrics,
+) -> AsyncIterator[RunCore]:
+    settings = resources.settings
+    store: RunStore
+    events: EventLog
+    if resources.redis is None:
+        store, events = LocalRunStore(), LocalEventLog()
+    else:
+        prefix = settings.redis_key_prefix
+        store = RedisRunStore(
+            resources.redis,
+            prefix=prefix,
+            lock_seconds=settings.lock_ttl_seconds,
+            ttl_seconds=settings.session_ttl_seconds,
+        )
+        events = RedisEventLog(
+            resources.redis, prefix=prefix, retain_seconds=settings.session_ttl_seconds
+        )
+    threads = Threads(
+        graph=graph, checkpointer=checkpointer, transcript=resources.transcript, runs=store
+    )
+    runs = Runs(
+        graph=graph,
+        checkpointer=checkpointer,
+        transcript=resources.transcript,
+        store=store,
+        events=events,
+        settings=settings,
+        metrics=metrics,
+        redis=resources.redis,
+        threads=threads,
+    )
+    await runs.start()
+    try:
+        yield RunCore(store, events, threads, runs)
+    finally:
+        await runs.aclose()
