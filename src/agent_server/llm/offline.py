@@ -9,6 +9,16 @@ when that tool is bound, and turns tool results back into a plain-English answer
 Everything that decides *what* to say is a small pure function (`detect_intent`,
 `answer_from_tool_results`, `plan_reply`, ...), so it can be tested without the LangChain
 machinery; `OfflineChatModel` only wraps the plan in LangChain messages, chunks and usage.
+
+Regular expressions and user text: every pattern that reads the user's message is compiled
+with RE2 (`google-re2`), whose matching time is linear in the input whatever the pattern, so
+no phrasing rule can backtrack catastrophically (issue 16: a Python `re` trailer pattern took
+20 s on "weather in a , , , , , , , , , , , , ,b" and froze the event loop). Only messages of
+at most `MAX_CLASSIFIED_CHARS` characters are classified at all. The two Python `re` patterns
+left (`TOKEN_RE`, `_WORD_RUN_RE`) run over whole conversations, where RE2's Python wrapper
+costs ~30x more per match; each is one alternation of single character-class runs that
+cannot backtrack, and `tests/unit/test_regex_safety.py` times every pattern of the package
+on adversarial input.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import re2
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -79,8 +90,22 @@ Real tokenizers are model specific; this rule is simple, documented and reproduc
 usage numbers from the offline model are honest (they grow with the text) and testable.
 """
 
-_STREAM_CHUNK_RE = re.compile(r"\s*\S+")
-_TRAILING_WS_RE = re.compile(r"\s+$")
+_WORD_RUN_RE = re.compile(r"\S+")
+"""A run of non-space characters: linear under Python `re` (no nested or adjacent quantifiers).
+
+`split_stream_chunks` used ``\\s*\\S+`` and ``\\s+$``, which are quadratic on a long run of
+spaces (every start position rescans the run); this one pattern plus slicing is not.
+"""
+
+
+def _rx(pattern: str) -> Any:
+    """Compile ``pattern`` with RE2, case-insensitively: linear-time matching on user text.
+
+    RE2 has no backreferences or look-around, which is why every pattern it compiles runs
+    in time linear in the input; its ``\\b``, ``\\w``, ``\\d`` and ``\\s`` are ASCII only
+    (use ``\\p{L}`` and friends for other scripts).
+    """
+    return re2.compile("(?i)" + pattern)
 
 
 def count_tokens(text: str) -> int:
@@ -94,13 +119,16 @@ def split_stream_chunks(text: str) -> list[str]:
     Joining the result always gives back ``text`` exactly (trailing whitespace, if any, is
     appended to the last chunk), which is what lets streamed and non-streamed answers match.
     """
-    chunks = _STREAM_CHUNK_RE.findall(text)
-    trailing = _TRAILING_WS_RE.search(text)
-    if trailing:
+    chunks: list[str] = []
+    start = 0
+    for match in _WORD_RUN_RE.finditer(text):
+        chunks.append(text[start : match.end()])
+        start = match.end()
+    if start < len(text):
         if chunks:
-            chunks[-1] += trailing.group()
+            chunks[-1] += text[start:]
         else:
-            chunks = [trailing.group()]
+            chunks = [text[start:]]
     return chunks
 
 
@@ -163,50 +191,93 @@ class Intent:
 
 
 # Polite lead-ins that carry no meaning for routing ("please", "can you", "hey, ...").
-_POLITE_PREFIX_RE = re.compile(
+_POLITE_PREFIX_RE = _rx(
     r"^\s*(?:(?:please|hey|hi|hello|ok|okay|so)\b[\s,!.]*)*"
-    r"(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?(?:please\s+)?",
-    re.IGNORECASE,
+    r"(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?(?:please\s+)?"
 )
+
+MAX_CLASSIFIED_CHARS = 1000
+"""Longer messages are not classified: the rules are for short requests.
+
+1000 is the calculator's own input limit (`MAX_EXPRESSION_LENGTH`), and every phrasing the
+rules know is far shorter; the bound keeps the per-message work of intent detection small
+and fixed however large the message (up to 32,000 characters) is.
+"""
+
+_TOO_LONG_NOTE = (
+    f"Your message is longer than the {MAX_CLASSIFIED_CHARS} characters my rules read, "
+    "so I did not look for a request in it."
+)
+
+
+def _strip_trailer(text: str, chars: str, words: Sequence[str]) -> str:
+    """Drop trailing ``chars`` and whole trailing ``words`` (lower case), repeatedly.
+
+    Written by hand, not as a regex: ``(?:[\\s?.!]+|\\s+please)+$`` was the pattern that
+    backtracked exponentially. Each round removes at least one character and looks only at
+    the end of the text, so this is linear. ``words`` may hold phrases ("right now"); the
+    text's whitespace is normalised first so they match however they are spaced.
+    """
+    text = " ".join(text.split())
+    while True:
+        text = text.rstrip(chars)
+        for word in words:
+            size = len(word)
+            ends_with_word = len(text) >= size and text[-size:].lower() == word
+            if ends_with_word and (len(text) == size or text[-size - 1] == " "):
+                text = text[:-size]
+                break
+        else:
+            return text
+
 
 # --- weather -------------------------------------------------------------------------------
 
-_WEATHER_RES: tuple[re.Pattern[str], ...] = (
+_WEATHER_RES: tuple[Any, ...] = (
     # "weather in Seoul", "What's the weather like in Paris today?", "temperature in New York",
     # "forecast for Tokyo", "weather forecast for Rome tomorrow"
-    re.compile(
+    _rx(
         r"\b(?:weather|temperature|forecast|temp)\b"
         r"(?:\s+(?:like|forecast|report|conditions))?"
         r"(?:\s+(?:for\s+)?(?:today|tonight|tomorrow|now|right\s+now|currently))?"
-        r"\s+(?:in|for|at)\s+(?P<location>[^\n?!]+)",
-        re.IGNORECASE,
+        r"\s+(?:in|for|at)\s+(?P<location>[^\n?!]+)"
     ),
     # "how hot is it in Cairo", "how cold is it today in Oslo"
-    re.compile(
+    _rx(
         r"\bhow\s+(?:hot|cold|warm|chilly|humid|windy|sunny|rainy)\s+is\s+it"
         r"(?:\s+(?:today|tonight|tomorrow|now|right\s+now|currently))?"
-        r"\s+(?:in|at)\s+(?P<location>[^\n?!]+)",
-        re.IGNORECASE,
+        r"\s+(?:in|at)\s+(?P<location>[^\n?!]+)"
     ),
     # "is it raining in London"
-    re.compile(
+    _rx(
         r"\bis\s+it\s+(?:raining|snowing|sunny|cloudy|windy|cold|hot|warm)"
         r"(?:\s+(?:today|tonight|tomorrow|now|right\s+now|currently))?"
-        r"\s+(?:in|at)\s+(?P<location>[^\n?!]+)",
-        re.IGNORECASE,
+        r"\s+(?:in|at)\s+(?P<location>[^\n?!]+)"
     ),
 )
 
 # Words after the place name that are about time or politeness, not about the place.
-_LOCATION_TRAILER_RE = re.compile(
-    r"(?:[\s,;:.!?]+|(?:^|\s+)(?:today|tonight|tomorrow|now|right\s+now|currently|please"
-    r"|at\s+the\s+moment|this\s+(?:morning|afternoon|evening|week|weekend)))+$",
-    re.IGNORECASE,
+_LOCATION_TRAILER_CHARS = " ,;:.!?"
+_LOCATION_TRAILER_WORDS = (
+    "today",
+    "tonight",
+    "tomorrow",
+    "right now",
+    "now",
+    "currently",
+    "please",
+    "at the moment",
+    "this morning",
+    "this afternoon",
+    "this evening",
+    "this week",
+    "this weekend",
 )
 
 
 def _clean_location(raw: str) -> str:
-    return _LOCATION_TRAILER_RE.sub("", raw.strip()).strip(" \"'")
+    location = _strip_trailer(raw, _LOCATION_TRAILER_CHARS, _LOCATION_TRAILER_WORDS)
+    return location.strip(" \"'")
 
 
 def _detect_weather(text: str) -> Intent | None:
@@ -221,28 +292,38 @@ def _detect_weather(text: str) -> Intent | None:
 
 # --- arithmetic ----------------------------------------------------------------------------
 
-_ARITH_VERB_RE = re.compile(
-    r"^(?:calculate|compute|evaluate|solve|what\s+is|what'?s|what\u2019s|how\s+much\s+is)\b"
-    r"(?:\s+(?:the\s+)?(?:result|value|answer)\s+of\b)?\s*:?\s*",
-    re.IGNORECASE,
+_ARITH_VERB_RE = _rx(
+    r"^(?:calculate|compute|evaluate|solve|what\s+is|what'?s|what\x{2019}s|how\s+much\s+is)\b"
+    r"(?:\s+(?:the\s+)?(?:result|value|answer)\s+of\b)?\s*:?\s*"
 )
-_ARITH_TRAILER_RE = re.compile(r"(?:[\s?.!=]+|\s+please)+$", re.IGNORECASE)
+_ARITH_TRAILER_CHARS = " ?.!="
+_ARITH_TRAILER_WORDS = ("please",)
 
 # Spelled-out operators, replaced in place so the user's spacing is kept ("2 plus 3" -> "2 + 3").
-_WORD_OPERATORS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\bmultiplied\s+by\b", re.IGNORECASE), "*"),
-    (re.compile(r"\bdivided\s+by\b", re.IGNORECASE), "/"),
-    (re.compile(r"\bto\s+the\s+power\s+of\b", re.IGNORECASE), "^"),
-    (re.compile(r"\btimes\b", re.IGNORECASE), "*"),
-    (re.compile(r"\bplus\b", re.IGNORECASE), "+"),
-    (re.compile(r"\bminus\b", re.IGNORECASE), "-"),
-    (re.compile(r"\bover\b", re.IGNORECASE), "/"),
-    (re.compile(r"\bmod(?:ulo)?\b", re.IGNORECASE), "%"),
+# One alternation (longest phrases first) and a lookup, so a message costs one RE2 call.
+_WORD_OPERATORS: Mapping[str, str] = {
+    "multiplied by": "*",
+    "divided by": "/",
+    "to the power of": "^",
+    "times": "*",
+    "plus": "+",
+    "minus": "-",
+    "over": "/",
+    "modulo": "%",
+    "mod": "%",
+}
+_WORD_OPERATOR_RE = _rx(
+    r"\b(?:multiplied\s+by|divided\s+by|to\s+the\s+power\s+of|times|plus|minus|over"
+    r"|modulo|mod)\b"
 )
 # The calculator tool is only guaranteed to understand ASCII operators.
 _UNICODE_OPERATORS = str.maketrans({"\u00d7": "*", "\u00f7": "/"})  # multiply, divide signs
 
-_ARITH_TOKEN_RE = re.compile(r"\s+|\d+(?:\.\d*)?|\.\d+|[A-Za-z_]\w*|[-+*/%^(),\u00d7\u00f7]")
+# What an expression may be made of (numbers, names, operators, parentheses, commas): one
+# RE2 call checks the whole text; the tokens are then cut with str methods, because the RE2
+# wrapper costs ~10 us per match and this runs on the first model call of every turn.
+_ARITH_SHAPE_RE = _rx(r"(?:\s+|\d+(?:\.\d*)?|\.\d+|[A-Za-z_]\w*|[-+*/%^(),\x{00d7}\x{00f7}])*")
+_ARITH_SPLIT = str.maketrans({c: f" {c} " for c in "+-*/%^(),\u00d7\u00f7"})
 _ARITH_FUNCTIONS = frozenset(
     {"sqrt", "pow", "sin", "cos", "tan", "log", "log10", "exp", "abs", "round", "floor", "ceil"}
 )
@@ -257,21 +338,19 @@ def _is_arithmetic(expression: str) -> bool:
     known constant; there must be a number or constant, and an operator or function call
     (so a bare "42" is not arithmetic and "what is 42" goes to search instead).
     """
-    tokens: list[str] = []
-    pos = 0
-    while pos < len(expression):
-        match = _ARITH_TOKEN_RE.match(expression, pos)
-        if not match:
-            return False
-        token = match.group()
-        pos = match.end()
-        if token.isspace():
-            continue
-        if (token[0].isalpha() or token[0] == "_") and token.lower() not in (
-            _ARITH_FUNCTIONS | _ARITH_CONSTANTS
+    if not _ARITH_SHAPE_RE.fullmatch(expression):
+        return False
+    tokens = expression.lower().translate(_ARITH_SPLIT).split()
+    for token in tokens:
+        if token[0].isdigit() or token[0] == ".":
+            if not token.replace(".", "").isdigit():  # "2pi" is a number glued to a name
+                return False
+        elif (
+            token not in _ARITH_OPERATORS
+            and token not in "(),"
+            and token not in (_ARITH_FUNCTIONS | _ARITH_CONSTANTS)
         ):
             return False
-        tokens.append(token.lower())
 
     has_operand = any(t[0].isdigit() or t[0] == "." or t in _ARITH_CONSTANTS for t in tokens)
     has_operator = any(t in _ARITH_OPERATORS for t in tokens)
@@ -284,10 +363,12 @@ def _is_arithmetic(expression: str) -> bool:
 
 def _arithmetic_expression(text: str) -> str | None:
     """Return the calculator expression in ``text`` (verb and trailing ?/. removed), if any."""
-    rest = _ARITH_VERB_RE.sub("", text, count=1)
-    rest = _ARITH_TRAILER_RE.sub("", rest).strip()
-    for pattern, operator in _WORD_OPERATORS:
-        rest = pattern.sub(operator, rest)
+    verb = _ARITH_VERB_RE.match(text)
+    rest = text[verb.end() :] if verb else text
+    rest = _strip_trailer(rest, _ARITH_TRAILER_CHARS, _ARITH_TRAILER_WORDS).strip()
+    rest = _WORD_OPERATOR_RE.sub(
+        lambda match: _WORD_OPERATORS[" ".join(match.group().lower().split())], rest
+    )
     if not rest or not _is_arithmetic(rest):
         return None
     return rest.translate(_UNICODE_OPERATORS)
@@ -295,30 +376,31 @@ def _arithmetic_expression(text: str) -> str | None:
 
 # --- search --------------------------------------------------------------------------------
 
-_SEARCH_RE = re.compile(
-    r"^(?:search\s+(?:in\s+)?the\s+knowledge\s*base\s+(?:for|about)"
+_SEARCH_RE = _rx(
+    r"(?s)^(?:search\s+(?:in\s+)?the\s+knowledge\s*base\s+(?:for|about)"
     r"|search(?:\s+(?:for|about|on))?"
     r"|look\s+up|lookup"
     r"|find\s+(?:me\s+)?(?:some\s+)?(?:information|info|docs|documents|documentation)"
     r"\s+(?:about|on|for|regarding)"
     r"|what\s+do\s+you\s+know\s+about"
     r"|tell\s+me\s+(?:more\s+)?about"
-    r"|who\s+is|who'?s|who\u2019s|who\s+are"
-    r"|what\s+is|what'?s|what\u2019s|what\s+are)"
-    r"\s*:?\s+(?P<query>.+)$",
-    re.IGNORECASE | re.DOTALL,
+    r"|who\s+is|who'?s|who\x{2019}s|who\s+are"
+    r"|what\s+is|what'?s|what\x{2019}s|what\s+are)"
+    r"\s*:?\s+(?P<query>.+)$"
 )
-_QUERY_TRAILER_RE = re.compile(r"(?:[\s?.!]+|\s+please)+$", re.IGNORECASE)
+_QUERY_TRAILER_CHARS = " ?.!"
+_QUERY_TRAILER_WORDS = ("please",)
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019"  # straight, back and curly quotes
 # "what's the weather?" with no place is not a knowledge-base question.
-_WEATHER_ONLY_RE = re.compile(r"^(?:the\s+)?(?:weather|temperature|forecast)\b", re.IGNORECASE)
+_WEATHER_ONLY_RE = _rx(r"^(?:the\s+)?(?:weather|temperature|forecast)\b")
 
 
 def _search_query(text: str) -> str | None:
     match = _SEARCH_RE.match(text)
     if not match:
         return None
-    query = _QUERY_TRAILER_RE.sub("", match.group("query").strip()).strip().strip(_QUOTES)
+    query = _strip_trailer(match.group("query"), _QUERY_TRAILER_CHARS, _QUERY_TRAILER_WORDS)
+    query = query.strip(_QUOTES).strip()
     query = query.strip()
     if not query or _WEATHER_ONLY_RE.match(query):
         return None
@@ -333,12 +415,13 @@ def detect_intent(text: str) -> Intent | None:
     search is the catch-all for "what is X" / "tell me about X".
     """
     text = text.strip()
-    if not text:
+    if not text or len(text) > MAX_CLASSIFIED_CHARS:
         return None
     weather = _detect_weather(text)
     if weather:
         return weather
-    body = _POLITE_PREFIX_RE.sub("", text, count=1).strip()
+    polite = _POLITE_PREFIX_RE.match(text)
+    body = (text[polite.end() :] if polite else text).strip()
     expression = _arithmetic_expression(body)
     if expression:
         return Intent("calculator", expression)
@@ -507,9 +590,8 @@ def answer_from_tool_results(caller: AIMessage | None, results: Sequence[ToolMes
 # Planning a reply
 # ---------------------------------------------------------------------------------------------
 
-_GREETING_RE = re.compile(
-    r"^\s*(?:hi|hello|hey|hiya|howdy|greetings|yo|good\s+(?:morning|afternoon|evening|day))\b",
-    re.IGNORECASE,
+_GREETING_RE = _rx(
+    r"^\s*(?:hi|hello|hey|hiya|howdy|greetings|yo|good\s+(?:morning|afternoon|evening|day))\b"
 )
 
 _TOOL_LABELS: Mapping[ToolName, str] = {
@@ -599,7 +681,9 @@ def plan_reply(
         return Reply(tool_calls=(tool_call(name=intent.tool, args=args, id=call_id),))
 
     parts: list[str] = []
-    if _GREETING_RE.match(text):
+    if len(text.strip()) > MAX_CLASSIFIED_CHARS:
+        parts.append(_TOO_LONG_NOTE)
+    elif _GREETING_RE.match(text):
         parts.append("Hello!")
     if intent and not bound:
         parts.append(
@@ -612,6 +696,30 @@ def plan_reply(
         )
     parts.append(INTRO)
     return Reply(text=" ".join(parts))
+
+
+_INLINE_PLAN_CHARS = 16_000
+"""Conversations with more text than this are planned in a worker thread.
+
+Planning is linear in the conversation's text (token counting reads every message; intent
+detection reads at most `MAX_CLASSIFIED_CHARS`): about 2 ms per 16,000 characters here,
+while `asyncio.to_thread` costs about 0.2 ms. So the usual short conversation is planned
+inline (the offline model is on the hot path of every benchmark), and only a long one, up to
+`history_window` messages of 32,000 characters each, is moved off the event loop.
+"""
+
+
+def _conversation_chars(messages: Sequence[BaseMessage]) -> int:
+    total = 0
+    for message in messages:
+        content = message.content
+        if isinstance(content, str):
+            total += len(content)
+        else:
+            total += sum(len(str(block)) for block in content)
+        if isinstance(message, AIMessage):
+            total += sum(len(str(call["args"])) for call in message.tool_calls)
+    return total
 
 
 def _apply_stop(text: str, stop: Sequence[str] | None) -> str:
@@ -744,7 +852,8 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        # Pure CPU work measured in microseconds: no need for a thread pool.
+        if _conversation_chars(messages) > _INLINE_PLAN_CHARS:
+            return await asyncio.to_thread(self._result, messages, stop, kwargs)
         return self._result(messages, stop, kwargs)
 
     def _stream(
@@ -764,7 +873,11 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        for position, chunk in enumerate(self._chunks(messages, stop, kwargs)):
+        if _conversation_chars(messages) > _INLINE_PLAN_CHARS:
+            chunks = await asyncio.to_thread(self._chunks, messages, stop, kwargs)
+        else:
+            chunks = self._chunks(messages, stop, kwargs)
+        for position, chunk in enumerate(chunks):
             if position:
                 # Yield control between tokens so streaming is interleaved and cancellable.
                 await asyncio.sleep(self.stream_delay_s)
