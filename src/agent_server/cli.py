@@ -31,6 +31,7 @@ async def _check_safe(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     from agent_server.api.app import create_app
     from agent_server.api.auth import UnsafeConfiguration
+    from agent_server.api.http_limits import bounded_http_protocol
 
     configure_logging(settings)
     try:
@@ -45,6 +46,8 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         log_config=None,  # ours (structlog) stays in charge
         proxy_headers=True,
+        # httptools with MAX_HEADER_BYTES/MAX_HEADERS enforced before the head is buffered.
+        http=bounded_http_protocol(settings.max_header_bytes, settings.max_headers),
         # SIGTERM: stop accepting, give running turns the grace period (streams end
         # themselves with `shutting_down` at its end), then close what is left.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds + 5,

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     daily_token_budget: int | None = Field(None, ge=1)
     """Tokens per principal per day (window starts at first use); unset = no budget."""
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request head (request line and headers): 431 above. `agent-server serve`
+    enforces it in the HTTP parser, before the head is buffered (see `api/http_limits.py`)."""
+    max_headers: int = Field(100, ge=8, le=10_000)
+    """Most request header fields: 431 above."""
+    metrics_require_key: bool = True
+    """`/metrics` needs an API key like `/api` (Prometheus: `authorization.credentials`);
+    false opens it to anyone who can reach the port."""
     max_stream_seconds: float = Field(300.0, gt=0)
     auth_cache_seconds: float = Field(10.0, ge=0)
     """How long a key lookup is trusted: bounds DB load and how late a revocation bites."""

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from agent_server.api.service import ChatService
 from agent_server.persistence.documents import DocumentStore
 from agent_server.resources import Resources
+
+MAX_OFFSET = 1_000_000_000
+"""Largest pagination `offset`: far past any real list, far below the 64-bit
+integers SQLite and PostgreSQL take (2^63 used to escape as a 500)."""
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
 
 # Declared for the OpenAPI schema (securitySchemes); `Authenticator` reads the headers.
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")

@@ -6,8 +6,11 @@ handlers give them one, and never put a stack trace on the wire.
 
 Two HTTP details are fixed here because every such response passes through:
 a 405's `Allow` names the methods of every route on the path (not just the
-first one Starlette tried), and malformed JSON from a caller without a valid
-key is a 401, not a 400 (FastAPI parses the body before auth runs).
+first one Starlette tried), and a body that cannot be parsed at all (bad JSON,
+invalid UTF-8, nesting deep enough for a `RecursionError`) from a caller without
+a valid key is a 401, not a 400 (FastAPI parses the body before auth runs); with
+a key it is 400 `malformed_json`, counted against the rate limit like any other
+request on a rate-limited route.
 """
 
 from __future__ import annotations
@@ -79,7 +82,10 @@ async def _auth_refusal(request: Request) -> JSONResponse | None:
     if auth is None:  # app not started (no lifespan): nothing to ask
         return None
     try:
-        request.state.principal = await auth.principal(request)  # for the access log
+        principal = await auth.principal(request)
+        request.state.principal = principal  # for the access log
+        if _rate_limited_route(request):
+            await request.app.state.limiter.hit(principal)
     except AgentServerError as exc:
         return await _domain_error(request, exc)
     except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -89,6 +95,28 @@ async def _auth_refusal(request: Request) -> JSONResponse | None:
     return None
 
 
+def _rate_limited_route(request: Request) -> bool:
+    from agent_server.api.deps import rate_limit  # deps imports the service layer
+
+    route = request.scope.get("route")
+    return any(
+        getattr(d, "dependency", None) is rate_limit for d in getattr(route, "dependencies", ())
+    )
+
+
+async def _malformed_body(request: Request) -> JSONResponse:
+    refusal = await _auth_refusal(request)
+    if refusal is not None:
+        return refusal
+    return error_response(400, "malformed_json", "request body is not valid JSON")
+
+
+def _is_body_parse_error(exc: StarletteHTTPException) -> bool:
+    """FastAPI's 400 for a body it could not decode (its cause: UnicodeDecodeError,
+    RecursionError, …); JSON syntax errors arrive as `json_invalid` instead."""
+    return exc.status_code == 400 and exc.__cause__ is not None
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -96,10 +124,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     if any(e["type"] == "json_invalid" for e in errors):
-        refusal = await _auth_refusal(request)
-        if refusal is not None:
-            return refusal
-        return error_response(400, "malformed_json", "request body is not valid JSON")
+        return await _malformed_body(request)
     summary = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors
     )
@@ -130,6 +155,8 @@ def allowed_methods(request: Request) -> set[str]:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if _is_body_parse_error(exc):
+        return await _malformed_body(request)
     code = HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     headers = dict(getattr(exc, "headers", None) or {})

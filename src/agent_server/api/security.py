@@ -1,6 +1,6 @@
-"""Security headers on every response, and the request body size limit.
+"""Security headers on every response, and the request header and body size limits.
 
-Both are pure ASGI rather than `BaseHTTPMiddleware`, which wraps streaming
+All three are pure ASGI rather than `BaseHTTPMiddleware`, which wraps streaming
 responses in extra tasks and breaks disconnect detection on SSE.
 """
 
@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_server.api.errors import error_response
+from agent_server.api.http_limits import HEADERS_TOO_LARGE, too_large_message, too_many_message
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -88,3 +89,37 @@ class BodyLimitMiddleware:
 
     def _message(self) -> str:
         return f"request body larger than {self.max_bytes} bytes"
+
+
+class HeaderLimitMiddleware:
+    """431 `headers_too_large` for requests over `MAX_HEADERS` or `MAX_HEADER_BYTES`.
+
+    The same limits `BoundedHttpToolsProtocol` enforces in the parser, checked again
+    on the parsed head so they hold under any ASGI server (there, a huge head has
+    already been buffered: this bounds what the app does with it, not the memory).
+    The size counts each header as `name: value\r\n` plus the request target.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_headers: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_headers = max_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            message = self._violation(scope)
+            if message is not None:
+                response = error_response(431, HEADERS_TOO_LARGE, message)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _violation(self, scope: Scope) -> str | None:
+        headers = scope.get("headers") or ()
+        if len(headers) > self.max_headers:
+            return too_many_message(self.max_headers)
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.max_bytes:
+            return too_large_message(self.max_bytes)
+        return None

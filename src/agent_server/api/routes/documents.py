@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response, status
 
-from agent_server.api.deps import Documents, Principal
+from agent_server.api.deps import Documents, Offset, Principal
 from agent_server.api.schemas import (
     DocumentCreate,
     DocumentDetail,
@@ -40,7 +40,7 @@ async def list_documents(
     store: Documents,
     principal: Principal,
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> DocumentList:
     docs = await store.list(principal, limit=limit, offset=offset)
     return DocumentList(documents=[document_out(d) for d in docs], limit=limit, offset=offset)

@@ -19,7 +19,17 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition (all workers' samples in multiprocess mode)."""
+    """Prometheus exposition (all workers' samples in multiprocess mode).
+
+    Behind the same key as /api unless `METRICS_REQUIRE_KEY=false`: route and model
+    names, traffic and spend are not for anyone who can reach the port. A separate
+    metrics port would be one more listener to bind, secure and document for what
+    Prometheus already does with `authorization: {credentials: <key>}`.
+    """
+    settings = getattr(request.app.state, "settings", None)
+    auth = getattr(request.app.state, "auth", None)
+    if auth is not None and (settings is None or settings.metrics_require_key):
+        request.state.principal = await auth.principal(request)  # for the access log
     collected: Metrics = request.app.state.metrics
     return Response(collected.exposition(), media_type=collected.content_type)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 
-from agent_server.api.deps import Principal, Service
+from agent_server.api.deps import Offset, Principal, Service
 from agent_server.api.schemas import (
     ErrorResponse,
     HistoryOut,
@@ -68,7 +68,7 @@ async def list_sessions(
     service: Service,
     principal: Principal,
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> SessionList:
     sessions = await service.list_sessions(principal, limit=limit, offset=offset)
     return SessionList(
@@ -93,7 +93,7 @@ async def history(
     service: Service,
     principal: Principal,
     limit: int = Query(100, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
 ) -> HistoryOut:
     session, turns = await service.history(principal, session_id, limit=limit, offset=offset)
     return HistoryOut(

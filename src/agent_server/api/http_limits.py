@@ -1,0 +1,130 @@
+"""Request-head limits inside the HTTP parser: 431 before a huge head is buffered.
+
+uvicorn's httptools protocol (what `uvicorn[standard]` serves with) has no limit
+on the request head: httptools grows each header value by bytes concatenation,
+so one 50 MB header costs seconds of event-loop time (quadratic copying) and
+~100 MB of memory before the app sees a single byte, and no middleware can help
+because the damage is done by then. (h11 has `h11_max_incomplete_event_size`;
+httptools has nothing comparable.)
+
+`BoundedHttpToolsProtocol` counts the head's bytes as they arrive, before they
+reach the parser, and its header fields as they are parsed; over either limit it
+answers 431 in our JSON error shape, half-closes, discards whatever else the
+client sends for a moment (so the client reads the answer rather than a reset)
+and closes. Written by hand because no maintained server offers this for
+httptools; it overrides four documented `asyncio.Protocol`/parser callbacks and
+otherwise leaves uvicorn's protocol untouched.
+
+`agent-server serve` uses it with `MAX_HEADER_BYTES`/`MAX_HEADERS`; under another
+server, pass `--http agent_server.api.http_limits:BoundedHttpToolsProtocol`
+(default limits) to uvicorn, or `--http h11 --h11-max-incomplete-event-size N`.
+`HeaderLimitMiddleware` (`api/security.py`) applies the same limits to the
+parsed headers under any server, but only the parser limit protects memory.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from agent_server.config import Settings
+
+HEADERS_TOO_LARGE = "headers_too_large"
+LINGER_SECONDS = 2.0
+"""After a 431, how long the rest of the client's head is read and dropped before closing."""
+_HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
+_DEFAULTS = Settings.model_fields
+
+
+def too_large_message(max_header_bytes: int) -> str:
+    return f"request headers larger than {max_header_bytes} bytes"
+
+
+def too_many_message(max_headers: int) -> str:
+    return f"more than {max_headers} request header fields"
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a refused request."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    max_header_bytes: int = _DEFAULTS["max_header_bytes"].default
+    max_headers: int = _DEFAULTS["max_headers"].default
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_tail = b""
+        self._header_count = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # lingering: drop what the client still sends
+            return
+        if self._in_head and self._head_over_limit(data):
+            self._refuse(too_large_message(self.max_header_bytes))
+            return
+        super().data_received(data)
+
+    def _head_over_limit(self, data: bytes) -> bool:
+        """Add this chunk's share of the head (up to its blank line) to the count."""
+        window = self._head_tail + data
+        ends = [i + len(end) for end in _HEAD_ENDS if (i := window.find(end)) >= 0]
+        counted = len(data) if not ends else max(0, min(ends) - len(self._head_tail))
+        self._head_bytes += counted
+        self._head_tail = window[-3:]
+        return self._head_bytes > self.max_header_bytes
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.max_headers:
+            self._refuse(too_many_message(self.max_headers))
+            raise _Refused  # httptools stops parsing; send_400_response stays quiet
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes, self._head_tail, self._header_count = 0, b"", 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True  # the next request on this connection starts its head
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:
+            super().send_400_response(msg)
+
+    def _refuse(self, message: str) -> None:
+        self._refused = True
+        transport = self.transport
+        if self.cycle is not None and not self.cycle.response_complete:
+            transport.close()  # an earlier pipelined response is still being written
+            return
+        error = {"code": HEADERS_TOO_LARGE, "message": message, "request_id": uuid.uuid4().hex}
+        body = json.dumps({"error": error}).encode()
+        transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+
+def bounded_http_protocol(max_header_bytes: int, max_headers: int) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's `http=` with these limits."""
+    return type(
+        "BoundedHttpToolsProtocol",
+        (BoundedHttpToolsProtocol,),
+        {"max_header_bytes": max_header_bytes, "max_headers": max_headers},
+    )
