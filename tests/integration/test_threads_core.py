@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from agent_server.errors import InvalidThreadRequest, ThreadBusy, ThreadExists, ThreadNotFound
+from agent_server.errors import InvalidRequest, ThreadBusy, ThreadExists, ThreadNotFound
 from agent_server.graph.builder import build_graph
 from agent_server.graph.state import RunOptions, new_turn
 from agent_server.persistence.checkpointer import open_checkpointer
@@ -264,7 +264,7 @@ async def test_state_history_checkpoints_and_forks(core: Core) -> None:
     assert now.config["configurable"]["checkpoint_id"] == copied["checkpoint_id"]
     assert now.values["messages"] == head.values["messages"]
 
-    with pytest.raises(InvalidThreadRequest):
+    with pytest.raises(InvalidRequest):
         await core.threads.update_state(ALICE, tid, {"messages": []}, as_node="no_such_node")
 
 

@@ -33,7 +33,7 @@ from langgraph.errors import InvalidUpdateError
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot
 
-from agent_server.errors import InvalidThreadRequest, ThreadBusy, ThreadExists, ThreadNotFound
+from agent_server.errors import InvalidRequest, ThreadBusy, ThreadExists, ThreadNotFound
 from agent_server.persistence.repository import SessionInfo, TranscriptRepository
 
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
@@ -205,7 +205,7 @@ class Threads:
         status can only be judged per thread, so those searches page through SQL in
         batches until they have `limit` matches."""
         if status is not None and status not in STATUSES:
-            raise InvalidThreadRequest(f"unknown thread status {status!r}")
+            raise InvalidRequest(f"unknown thread status {status!r}")
         stored = None
         if status in STORED_STATUSES:
             # A stored `idle` thread may also be interrupted (its graph stopped with
@@ -342,7 +342,7 @@ class Threads:
         try:
             new_config = await self._graph.aupdate_state(config, values, as_node=as_node)
         except (InvalidUpdateError, ValueError, KeyError) as exc:
-            raise InvalidThreadRequest(f"cannot update the state: {exc}") from exc
+            raise InvalidRequest(f"cannot update the state: {exc}") from exc
         configurable = new_config["configurable"]
         await self._transcript.update_thread(thread_id, principal)  # updated_at
         return {

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from agent_server.api.agent_protocol import assistants, info, store, threads
+from agent_server.api.agent_protocol import assistants, info, runs, stateless, store, threads
 from agent_server.api.agent_protocol.surface import AgentProtocol
 
 AUTHENTICATED: tuple[APIRouter, ...] = (
     info.router,
     assistants.router,
     threads.router,
+    runs.router,
+    stateless.router,
     store.router,
 )
 """Routers behind the same key as `/api` (and ownership on every thread and run)."""

@@ -161,3 +161,60 @@ class StoreSearch(Body):
     query: str | None = None
     limit: int = Limit
     offset: int = Offset
+
+
+# --- runs -----------------------------------------------------------------------
+
+
+class RunConfig(Body):
+    configurable: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    recursion_limit: int | None = Field(default=None, ge=1, le=10_000)
+
+
+StreamModeName = Literal[
+    "values",
+    "updates",
+    "messages",
+    "messages-tuple",
+    "custom",
+    "events",
+    "debug",
+    "tasks",
+    "checkpoints",
+]
+
+
+class RunCreate(Body):
+    """`POST /threads/{id}/runs[/stream|/wait]` and `POST /runs[/stream|/wait]`.
+
+    Defaults are the reference's: `multitask_strategy="enqueue"`,
+    `on_disconnect="continue"`, `if_not_exists="reject"`, `stream_mode=["values"]`.
+    Accepted and ignored: `stream_resumable` (every run's events are kept for
+    replay), `after_seconds`, `webhook`, `feedback_keys`, `langsmith_tracer`,
+    `checkpoint_during`, `strict_resume` and any key a newer SDK adds.
+    """
+
+    assistant_id: str
+    input: Any = None
+    command: dict[str, Any] | None = None
+    stream_mode: StreamModeName | list[StreamModeName] = Field(default_factory=lambda: ["values"])
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    multitask_strategy: Literal["reject", "enqueue", "interrupt", "rollback"] = "enqueue"
+    if_not_exists: Literal["reject", "create"] = "reject"
+    on_completion: Literal["delete", "keep"] = "delete"
+    config: RunConfig = Field(default_factory=RunConfig)
+    context: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: CheckpointRef | None = None
+    checkpoint_id: str | None = None
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+
+    def modes(self) -> frozenset[str]:
+        """The wire stream modes asked for."""
+        modes = [self.stream_mode] if isinstance(self.stream_mode, str) else self.stream_mode
+        return frozenset(modes or ["values"])
