@@ -71,8 +71,8 @@ class ThreadExists(AgentServerError):
         super().__init__(f"thread {thread_id!r} already exists")
 
 
-class InvalidThreadRequest(AgentServerError):
-    """A thread request the graph refuses (an unknown `as_node`, a bad filter)."""
+class InvalidRequest(AgentServerError):
+    """A well-formed request the server cannot honour (an unknown `as_node`, a bad filter)."""
 
     status_code = 422
     code = "invalid_request"
