@@ -9,6 +9,7 @@ from agent_server.persistence.documents import DocumentStore
 from agent_server.tools.calculator import make_calculator_tool
 from agent_server.tools.registry import ToolRegistry
 from agent_server.tools.search import make_search_tool
+from agent_server.tools.units import make_units_tool
 from agent_server.tools.weather import WeatherService, make_weather_tool
 
 
@@ -27,6 +28,7 @@ def build_tool_registry(
             make_calculator_tool(),
             make_weather_tool(weather),
             make_search_tool(documents, default_k=settings.search_top_k),
+            make_units_tool(),
         ]
     )
 
