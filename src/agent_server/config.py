@@ -8,9 +8,11 @@ can be checked against this class field by field.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -73,6 +75,15 @@ class Settings(BaseSettings):
     """Send OpenRouter's `models` array so it can fail over server-side first."""
     openrouter_provider: dict[str, Any] | None = None
     """OpenRouter provider preferences, sent as `provider` (JSON)."""
+    models_file: Path | None = None
+    """TOML file naming providers and the ordered chain (see `llm/models_file.py`); unset:
+    `./models.toml` when it exists, else the `OPENROUTER_*`/`AGENT_MODELS` shorthand."""
+    model_unavailable_cooldown_seconds: float = Field(600.0, ge=0)
+    """How long a model its provider does not serve (404, invalid model id) is skipped,
+    and a provider that rejected our key."""
+    model_check_timeout_seconds: float = Field(10.0, gt=0)
+    """Bound of the start-up (and `agent-server models check`) look-up of each provider's
+    `/models` listing."""
 
     # --- state and data ------------------------------------------------------
     redis_url: str | None = None
@@ -80,6 +91,11 @@ class Settings(BaseSettings):
     """Prefix of every Redis key we write, so deployments can share a Redis."""
     redis_cluster: bool = False
     """`REDIS_URL` points at a Redis Cluster (any node); keys are slot-safe."""
+    redis_request_timeout_seconds: float = Field(2.5, gt=0)
+    """All Redis waits of one HTTP request together (a whole turn, a whole stream): a
+    hung Redis gets the request a 503 `store_unavailable` within this, however many
+    calls it makes. Each call is also bounded by a 2 s socket timeout (standalone
+    Redis; with `REDIS_CLUSTER` only the per-call timeout applies)."""
     redis_known_checkpoints_mb: float = Field(32.0, ge=0)
     """Memory for the latest checkpoint of recent sessions as this replica last wrote or
     read it; a turn's opening read then gets "unchanged" from Redis instead of the
@@ -106,6 +122,9 @@ class Settings(BaseSettings):
         "Answer concisely and state tool results plainly."
     )
     max_tool_rounds: int = Field(6, ge=1, le=50)
+    max_tool_calls_per_round: int = Field(16, ge=1, le=1000)
+    """Tool calls one model reply may make; the calls beyond it are not run and get an
+    error result the model can read."""
     tool_timeout_seconds: float = Field(10.0, gt=0)
 
     # --- tools ---------------------------------------------------------------
@@ -154,8 +173,32 @@ class Settings(BaseSettings):
 
     @property
     def offline_only(self) -> bool:
-        """No upstream key: every turn is answered by the built-in offline model."""
+        """No models file and no upstream key: the built-in offline model answers."""
+        if self.resolved_models_file is not None:
+            return False
         return self.openrouter_api_key is None or not self.openrouter_api_key.get_secret_value()
+
+    @property
+    def resolved_models_file(self) -> Path | None:
+        """`MODELS_FILE`, else `./models.toml` when present, else None (the shorthand)."""
+        if self.models_file is not None:
+            return self.models_file
+        default = Path("models.toml")
+        return default if default.is_file() else None
+
+    def secret_from_env(self, name: str) -> SecretStr | None:
+        """The secret in environment variable `name` (a models-file provider's
+        `api_key_env`): a setting of that name first (so `OPENROUTER_API_KEY` given to
+        `Settings` counts), then the process environment, then the `.env` file."""
+        field_value = getattr(self, name.lower(), None) if name.isupper() else None
+        if isinstance(field_value, SecretStr):
+            return field_value
+        value = os.environ.get(name)
+        if value is None:
+            env_file = self.model_config.get("env_file")
+            if isinstance(env_file, str) and Path(env_file).is_file():
+                value = dotenv_values(env_file).get(name)
+        return SecretStr(value) if value else None
 
     @property
     def database_is_sqlite(self) -> bool:

@@ -133,6 +133,35 @@ class BadRunRequest(AgentServerError):
     code = "bad_request"
 
 
+class RunFailed(AgentServerError):
+    """A run executed as a task failed: its recorded error, re-raised for a caller that
+    waited on it, with the status and code the failure had (e.g. 503 from the chain)."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(str(error.get("message") or "the run failed"), details=error.get("details"))
+        self.status_code = int(error.get("status") or 500)
+        self.code = str(error.get("code") or "internal_error")
+
+
+class UnsupportedParameter(AgentServerError):
+    """A request field that would change the answer's meaning and that we do not
+    serve (OpenAI's `n > 1`, client-side `tools`…): refused, never ignored."""
+
+    status_code = 400
+    code = "unsupported_parameter"
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message, details={"param": param})
+
+
+class ModelNotFound(AgentServerError):
+    status_code = 404
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"the model {model!r} does not exist", details={"param": "model"})
+
+
 class UpstreamUnavailable(AgentServerError):
     """Every model in the chain failed for reasons other than rate limits."""
 

@@ -12,9 +12,6 @@ from typing import Any
 
 import httpx
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agent_server.config import Settings
@@ -25,6 +22,7 @@ from agent_server.observability.metrics import Metrics
 from agent_server.persistence import migrate
 from agent_server.persistence.db import create_engine
 from agent_server.persistence.documents import DocumentStore
+from agent_server.persistence.redis_time import BoundedConnection, redis_retry
 from agent_server.persistence.repository import TranscriptRepository
 from agent_server.tools import build_tool_registry
 
@@ -76,14 +74,19 @@ def connect_redis(settings: Settings) -> Redis | RedisCluster | None:
     options: dict[str, Any] = {
         "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
         "socket_timeout": REDIS_TIMEOUT_SECONDS,
-        # A pooled connection that died with a Redis restart is retried once on a
-        # fresh one; a Redis that is really down fails both attempts at once.
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
-        "retry_on_error": [RedisConnectionError],
+        "retry": redis_retry(),
     }
     if settings.redis_cluster:
+        # RedisCluster builds its connections from a fixed class: there the socket
+        # timeout alone bounds each call (no per-request budget).
         return RedisCluster.from_url(settings.redis_url, **options)
-    return Redis.from_url(settings.redis_url, health_check_interval=30, **options)
+    # Each read and write also draws on the request's Redis time (redis_time.py).
+    return Redis.from_url(
+        settings.redis_url,
+        health_check_interval=30,
+        connection_class=BoundedConnection,
+        **options,
+    )
 
 
 def build_resources(settings: Settings, *, metrics: Metrics | None = None) -> Resources:

@@ -227,19 +227,16 @@ async def test_rate_limit_shared_through_redis(tmp_path: Path) -> None:
 
 
 async def test_daily_token_budget(tmp_path: Path) -> None:
+    """A turn reserves prompt estimate + max_tokens (83 here) and is charged what it
+    really used (over 100), so the next one no longer fits."""
     settings = make_settings(tmp_path, agent_api_keys=[ALICE, BOB], daily_token_budget=100)
+    body = {"message": "hello", "max_tokens": 20}
     with serve_in_thread(create_app(settings)) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            first = await client.post(
-                "/api/chat/message", json={"message": "hello"}, headers=auth(ALICE)
-            )
+            first = await client.post("/api/chat/message", json=body, headers=auth(ALICE))
             assert first.json()["usage"]["total_tokens"] > 100
-            spent = await client.post(
-                "/api/chat/message", json={"message": "hello"}, headers=auth(ALICE)
-            )
-            other = await client.post(
-                "/api/chat/message", json={"message": "hello"}, headers=auth(BOB)
-            )
+            spent = await client.post("/api/chat/message", json=body, headers=auth(ALICE))
+            other = await client.post("/api/chat/message", json=body, headers=auth(BOB))
     assert spent.status_code == 429
     assert spent.json()["error"]["code"] == "budget_exceeded"
     assert int(spent.headers["retry-after"]) > 3600

@@ -23,7 +23,7 @@ from agent_server.api.auth import Authenticator
 from agent_server.api.deps import get_principal
 from agent_server.api.errors import install_error_handlers
 from agent_server.api.head import HeadAsGetMiddleware
-from agent_server.api.limits import RequestLimiter, TokenBudget, limits_storage
+from agent_server.api.limits import RequestLimiter, limits_storage, token_budget
 from agent_server.api.locks import LocalSessionLocks, RedisSessionLocks, SessionLocks
 from agent_server.api.request_id import is_safe_request_id
 from agent_server.api.routes import documents, health, messages, models, sessions, tools
@@ -43,6 +43,7 @@ from agent_server.observability.metrics import Metrics
 from agent_server.persistence.api_keys import ApiKeyRepository
 from agent_server.persistence.checkpointer import open_checkpointer
 from agent_server.persistence.instrumented import InstrumentedSaver
+from agent_server.persistence.redis_time import RedisTimeMiddleware
 from agent_server.resources import Resources, build_resources
 from agent_server.runs.core import open_run_core
 
@@ -107,11 +108,7 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
             auth = Authenticator(settings, ApiKeyRepository(resources.engine))
             await auth.start(settings.host)
             storage = limits_storage(settings)
-            budget = (
-                TokenBudget(storage, settings.daily_token_budget)
-                if settings.daily_token_budget
-                else None
-            )
+            budget = token_budget(settings, resources.redis)
             async with (
                 open_checkpointer(settings, resources.redis) as saver,
                 AsyncExitStack() as stack,
@@ -175,6 +172,8 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
             allow_private_network=True,
             max_age=600,
         )
+    # Every request's Redis calls together wait at most this long (a hung Redis → 503).
+    app.add_middleware(RedisTimeMiddleware, seconds=settings.redis_request_timeout_seconds)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.add_middleware(
         CorrelationIdMiddleware, header_name="X-Request-ID", validator=is_safe_request_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from typing import Protocol
 
@@ -62,7 +63,11 @@ class RedisSessionLocks:
         )
         if not await lock.acquire():
             return False
-        heartbeat = asyncio.create_task(self._heartbeat(lock), name=f"lock-{session_id}")
+        # A fresh context: the heartbeat outlives no request but must not draw on the
+        # request's Redis time (persistence/redis_time.py), only its own socket timeout.
+        heartbeat = asyncio.create_task(
+            self._heartbeat(lock), name=f"lock-{session_id}", context=contextvars.Context()
+        )
         self._held[session_id] = (lock, heartbeat)
         return True
 

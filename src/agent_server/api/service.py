@@ -5,13 +5,33 @@ streaming route can fail with a proper HTTP status (404, 409, 422) *before* it
 commits to a `200 text/event-stream` response: `start_turn` validates, resolves
 the session and takes its lock; `run_turn` / `stream_turn` run the graph and
 always release the lock, also when the client disconnects.
+
+What a client is told and what is stored agree:
+
+- A turn is *stored* when the persist node's SQL transaction commits (SQL is the
+  source of truth). From then on the client gets the answer, even if writing the
+  checkpoint afterwards fails (the hot state is then behind the transcript; it
+  never holds a turn the transcript lacks).
+- A turn that failed before that commit is not in SQL, and its messages, which
+  LangGraph may still have checkpointed, are dropped from the model's context by
+  the next turn (`graph/nodes/model.py`): no ghost turns.
+- An `Idempotency-Key` makes the turn id `uuid5(principal, session, key)`, so a
+  retry of a stored turn gets the stored answer instead of a second run (the
+  persist node's ON CONFLICT on the turn id backs this up), a retry of a failed
+  one runs it again, a retry while it runs gets 409 and a reused key with another
+  body 422 (the IETF `Idempotency-Key` draft's codes).
+- The daily token budget is reserved before the run (prompt estimate +
+  `max_tokens`) and settled with the real usage after it, failed turns included.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -22,7 +42,7 @@ from langgraph.graph.state import CompiledStateGraph
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agent_server.api.limits import TokenBudget
+from agent_server.api.limits import Reservation, TokenBudget, estimate_tokens
 from agent_server.api.locks import SessionLocks
 from agent_server.api.schemas import ChatRequest, ChatResponse
 from agent_server.api.session_cache import SessionCache
@@ -30,8 +50,11 @@ from agent_server.api.streaming import SseEvent, bounded, translate
 from agent_server.config import Settings
 from agent_server.errors import (
     AgentServerError,
+    IdempotencyKeyReused,
+    InvalidId,
     InvalidModel,
     InvalidTools,
+    RequestInProgress,
     SessionBusy,
     SessionNotFound,
     StoreUnavailable,
@@ -39,10 +62,35 @@ from agent_server.errors import (
 from agent_server.graph.state import AgentDeps, RunOptions, TurnSummary, new_turn
 from agent_server.observability.logging import get_logger
 from agent_server.observability.metrics import Metrics
+from agent_server.persistence.db import is_sql_outage
 from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.persistence.repository import SessionInfo, TurnRecord, default_title
 
 log = get_logger(__name__)
+
+IDEMPOTENCY_NAMESPACE = uuid.UUID("0b3c9a4e-5d1f-4e7a-9c2b-8f6d1e0a7b35")
+"""Namespace of the uuid5 turn ids derived from idempotency keys (fixed forever:
+changing it would make every stored key unknown)."""
+MAX_ID_CHARS = 64
+"""Longest session id the transcript can hold (`sessions.id` is VARCHAR(64))."""
+
+
+def possible_id(value: str) -> bool:
+    """Could a session have this id? Ids with a NUL or control character, or longer
+    than the column, can never exist: refused with 422 before any SQL (PostgreSQL
+    answers NUL with an error, SQLite with "not found")."""
+    return 0 < len(value) <= MAX_ID_CHARS and value.isprintable()
+
+
+def idempotent_turn_id(principal: str, session_id: str | None, key: str) -> str:
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal}\x1f{session_id or ''}\x1f{key}"))
+
+
+def request_fingerprint(request: ChatRequest) -> str:
+    """SHA-256 of the request body as parsed (defaults filled in), stored with the turn
+    so that a reused key with a different body is told apart from a retry."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +100,13 @@ class PreparedTurn:
     message: str
     options: RunOptions
     started: float = 0.0
+    held: tuple[str, ...] = ()
+    """Locks this turn holds (the session's; an idempotency key's for a new session)."""
+    reservation: Reservation | None = None
+    fingerprint: str | None = None
+    """The request's fingerprint when it came with an `Idempotency-Key`."""
+    replay: ChatResponse | None = None
+    """The key already answered: this is the stored response, and nothing runs."""
 
     @property
     def new_session(self) -> bool:
@@ -59,13 +114,73 @@ class PreparedTurn:
         return self.options.new_session
 
 
+def client_error(exc: BaseException) -> AgentServerError | None:
+    """What a client is told about a store failure: Redis or SQL not answering is a
+    503 `store_unavailable` (with Retry-After), not a 500 with a traceback."""
+    if isinstance(exc, AgentServerError):
+        return exc
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return StoreUnavailable("the state store is unreachable; retry shortly")
+    if isinstance(exc, Exception) and is_sql_outage(exc):
+        return StoreUnavailable("the database is unreachable; retry shortly")
+    return None
+
+
 @contextmanager
 def store_errors() -> Iterator[None]:
-    """A dead Redis is a 503 `store_unavailable`, not a 500."""
+    """A dead Redis or database is a 503 `store_unavailable`, not a 500."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise StoreUnavailable("the state store is unreachable; retry shortly") from exc
+    except AgentServerError:
+        raise
+    except Exception as exc:
+        mapped = client_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+class _Progress:
+    """What one run has shown so far: the turn's summary once the persist node
+    committed it (the turn is stored), and the tokens its model calls used."""
+
+    __slots__ = ("summary", "tokens")
+
+    def __init__(self) -> None:
+        self.summary: TurnSummary | None = None
+        self.tokens = 0
+
+    def observe(self, mode: str, chunk: Any) -> None:
+        if mode != "updates" or not isinstance(chunk, dict):
+            return
+        model = chunk.get("model")
+        if isinstance(model, dict) and isinstance(model.get("usage"), dict):
+            self.tokens = int(model["usage"].get("total_tokens", 0))
+        persisted = chunk.get("persist")
+        if isinstance(persisted, dict) and persisted.get("last_turn"):
+            self.summary = persisted["last_turn"]
+            self.tokens = int(self.summary["usage"]["total_tokens"])
+
+
+def _replayed(record: TurnRecord) -> ChatResponse:
+    return ChatResponse.model_validate(
+        {
+            "session_id": record.session_id,
+            "turn_id": record.turn_id,
+            "response": record.assistant_message,
+            "tools_used": record.tools_used,
+            "model_used": record.model_used,
+            "fallbacks": record.fallbacks,
+            "usage": {
+                "input_tokens": record.input_tokens,
+                "output_tokens": record.output_tokens,
+                "total_tokens": record.input_tokens + record.output_tokens,
+            },
+            "cost_usd": record.cost_usd,
+            "latency_ms": record.latency_ms,
+            "degraded": record.degraded,
+        }
+    )
 
 
 class ChatService:
@@ -115,7 +230,10 @@ class ChatService:
         return await self.get_session(principal, session_id)
 
     async def get_session(self, principal: str, session_id: str) -> SessionInfo:
-        session = await self._deps.transcript.get_session(session_id, principal)
+        if not possible_id(session_id):
+            raise InvalidId("session_id")
+        with store_errors():
+            session = await self._deps.transcript.get_session(session_id, principal)
         if session is None:
             raise SessionNotFound(session_id)
         return session
@@ -125,29 +243,34 @@ class ChatService:
 
     async def delete_session(self, principal: str, session_id: str) -> None:
         await self.get_session(principal, session_id)
-        if not await self._locks.try_acquire(session_id):
+        with store_errors():
+            acquired = await self._locks.try_acquire(session_id)
+        if not acquired:
             raise SessionBusy(session_id)
         try:
             # Hot state first: if the store is down we fail before SQL forgets the session.
             with store_errors():
                 await self._checkpointer.adelete_thread(session_id)
-            await self._deps.transcript.delete_session(session_id, principal)
+                await self._deps.transcript.delete_session(session_id, principal)
             if self._known is not None:
                 self._known.forget(session_id)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._locks.release(session_id)
+                await self._release((session_id,))
 
     async def history(
         self, principal: str, session_id: str, *, limit: int, offset: int
     ) -> tuple[SessionInfo, list[TurnRecord]]:
         session = await self.get_session(principal, session_id)
-        turns = await self._deps.transcript.list_turns(session_id, limit=limit, offset=offset)
+        with store_errors():
+            turns = await self._deps.transcript.list_turns(session_id, limit=limit, offset=offset)
         return session, turns
 
     # --- turns ----------------------------------------------------------------
 
-    async def start_turn(self, principal: str, request: ChatRequest) -> PreparedTurn:
+    async def start_turn(
+        self, principal: str, request: ChatRequest, *, idempotency_key: str | None = None
+    ) -> PreparedTurn:
         if request.model is not None and not self._deps.models.has(request.model):
             raise InvalidModel(
                 f"model {request.model!r} is not configured",
@@ -158,8 +281,6 @@ class ChatService:
                 f"unknown tools: {', '.join(unknown)}",
                 details={"available": self._deps.tools.names},
             )
-        if self._budget is not None:
-            await self._budget.check(principal)
         new_session = request.session_id is None
         if request.session_id is None:
             # Nobody knows a new session's id until we answer, so it needs neither a
@@ -170,9 +291,44 @@ class ChatService:
             session = self._unsaved_session(principal)
         else:
             session = await self._owned_session(principal, request.session_id)
-            if not await self._locks.try_acquire(session.id):
-                raise SessionBusy(session.id)
-            self._remember(session)
+        turn_id, fingerprint = str(uuid.uuid4()), None
+        if idempotency_key is not None:
+            turn_id = idempotent_turn_id(principal, request.session_id, idempotency_key)
+            fingerprint = request_fingerprint(request)
+        held: list[str] = []
+        try:
+            # A keyed request on a new session locks its key instead: two copies of
+            # it in flight would otherwise both run, in two new sessions.
+            lock = f"request:{turn_id}" if new_session and fingerprint else session.id
+            if not new_session or fingerprint:
+                with store_errors():
+                    acquired = await self._locks.try_acquire(lock)
+                if not acquired:
+                    if new_session:
+                        raise RequestInProgress(
+                            "a request with this Idempotency-Key is still running; retry later"
+                        )
+                    raise SessionBusy(session.id)
+                held.append(lock)
+            if fingerprint is not None:
+                replay = await self._stored_answer(principal, turn_id, fingerprint)
+                if replay is not None:
+                    await self._release(held)
+                    held.clear()
+                    return PreparedTurn(
+                        replace(session, id=replay.session_id),
+                        turn_id,
+                        request.message,
+                        RunOptions(principal=principal, new_session=new_session),
+                        replay=replay,
+                    )
+            if not new_session:
+                self._remember(session)
+            reservation = await self._reserve(principal, request)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release(held)
+            raise
         options = RunOptions(
             principal=principal,
             use_tools=request.use_tools,
@@ -186,8 +342,46 @@ class ChatService:
             no_past=new_session or session.title is None,
         )
         return PreparedTurn(
-            session, str(uuid.uuid4()), request.message, options, time.perf_counter()
+            session,
+            turn_id,
+            request.message,
+            options,
+            time.perf_counter(),
+            held=tuple(held),
+            reservation=reservation,
+            fingerprint=fingerprint,
         )
+
+    async def _stored_answer(
+        self, principal: str, turn_id: str, fingerprint: str
+    ) -> ChatResponse | None:
+        """The response of the turn this idempotency key already stored, if any."""
+        with store_errors():
+            stored = await self._deps.transcript.get_turn(turn_id, principal)
+        if stored is None:
+            return None
+        if stored.metadata.get("request_sha256") != fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for a request with a different body; "
+                "use a new key for a new request"
+            )
+        return _replayed(stored)
+
+    async def _reserve(self, principal: str, request: ChatRequest) -> Reservation | None:
+        """Set the turn's worst case aside in the daily budget, before any model call:
+        the prompt we know of (system prompt and message) plus `max_tokens`."""
+        if self._budget is None:
+            return None
+        estimate = estimate_tokens(self.settings.system_prompt, request.message)
+        return await self._budget.reserve(principal, estimate + request.max_tokens)
+
+    async def _settle(self, turn: PreparedTurn, progress: _Progress) -> None:
+        if self._budget is not None and turn.reservation is not None:
+            await self._budget.settle(turn.reservation, progress.tokens)
+
+    async def _release(self, held: Sequence[str]) -> None:
+        for name in held:
+            await self._locks.release(name)
 
     @staticmethod
     def _unsaved_session(principal: str) -> SessionInfo:
@@ -206,16 +400,59 @@ class ChatService:
         self._remember(turn.session)
 
     def _config(self, turn: PreparedTurn) -> dict[str, Any]:
-        return {"configurable": {"thread_id": turn.session.id}, "run_id": turn.turn_id}
+        configurable: dict[str, Any] = {"thread_id": turn.session.id}
+        if turn.fingerprint is not None:
+            # Read by the persist node into the turn's SQL metadata (a dict, so
+            # LangGraph never copies it into checkpoint or trace metadata).
+            configurable["turn_metadata"] = {"request_sha256": turn.fingerprint}
+        return {"configurable": configurable, "run_id": turn.turn_id}
 
     def _input(self, turn: PreparedTurn) -> dict[str, Any]:
         """The graph input for a turn. A session whose hot state expired gets its
         context back from SQL inside the model node (`graph/history.py`)."""
         return new_turn(turn.message, turn.turn_id)
 
+    async def _run_graph(
+        self,
+        turn: PreparedTurn,
+        *,
+        modes: list[str],
+        stream: bool,
+        max_seconds: float,
+        shutdown: anyio.Event | None,
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """The graph's stream of (mode, chunk), within `max_seconds` and the shutdown
+        grace; closing this generator cancels the run."""
+        options = replace(turn.options, stream=True) if stream else turn.options
+        graph_stream = self._graph.astream(
+            self._input(turn),
+            self._config(turn),
+            context=options,
+            stream_mode=modes,
+            durability=self.settings.checkpoint_durability,
+        )
+        async with aclosing(graph_stream):
+            items = bounded(
+                graph_stream,
+                max_seconds=max_seconds,
+                shutdown=shutdown,
+                shutdown_grace=self.settings.shutdown_grace_seconds,
+            )
+            async with aclosing(items):
+                async for item in items:
+                    yield item
+
+    def _stored_anyway(self, turn: PreparedTurn, exc: BaseException) -> None:
+        """The transcript has the turn but what came after failed (the checkpoint
+        write, usually): the turn is stored, so the client gets it."""
+        log.warning(
+            "turn stored, but its checkpoint was not written",
+            session_id=turn.session.id,
+            run_id=turn.turn_id,
+            error=type(exc).__name__,
+        )
+
     async def _finish(self, turn: PreparedTurn, summary: TurnSummary) -> ChatResponse:
-        if self._budget is not None:
-            await self._budget.spend(turn.options.principal, summary["usage"]["total_tokens"])
         self._metrics.turns.labels(str(summary["degraded"]).lower()).inc()
         if turn.session.title is None:
             # The persist node wrote the row or gave it this title: remembering it
@@ -255,42 +492,79 @@ class ChatService:
             latency_ms=round((time.perf_counter() - turn.started) * 1000),
         )
 
-    async def run_turn(self, turn: PreparedTurn) -> ChatResponse:
+    async def run_turn(
+        self, turn: PreparedTurn, *, shutdown: anyio.Event | None = None
+    ) -> ChatResponse:
+        """The whole answer. `shutdown` (set on SIGTERM) gives the turn
+        `SHUTDOWN_GRACE_SECONDS` more, then answers 503 `shutting_down` (JSON) instead
+        of the plain-text 500 uvicorn sends when it cancels the request later."""
+        if turn.replay is not None:
+            return turn.replay
         self._metrics.active_runs.inc()
-        finished = False
+        progress = _Progress()
+        response: ChatResponse | None = None
         try:
-            with store_errors():
-                final = await self._graph.ainvoke(
-                    self._input(turn),
-                    self._config(turn),
-                    context=turn.options,
-                    durability=self.settings.checkpoint_durability,
+            try:
+                items = self._run_graph(
+                    turn, modes=["updates"], stream=False, max_seconds=math.inf, shutdown=shutdown
                 )
-            response = await self._finish(turn, final["last_turn"])
-            finished = True
+                async with aclosing(items):
+                    async for mode, chunk in items:
+                        progress.observe(mode, chunk)
+            except Exception as exc:
+                if progress.summary is None:
+                    raise
+                self._stored_anyway(turn, exc)
+            if progress.summary is None:
+                raise AgentServerError("the run ended without an answer")
+            response = await self._finish(turn, progress.summary)
             return response
-        except AgentServerError as exc:
-            self._log_failure(turn, exc.code)
-            raise
+        except Exception as exc:
+            mapped = client_error(exc)
+            if mapped is None:
+                raise
+            self._log_failure(turn, mapped.code)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         finally:
-            if not finished:
+            if response is None:
                 self._unsettled(turn)
             self._metrics.active_runs.dec()
-            if not turn.new_session:
-                with anyio.CancelScope(shield=True):
-                    await self._locks.release(turn.session.id)
+            with anyio.CancelScope(shield=True):
+                await self._settle(turn, progress)
+                await self._release(turn.held)
+
+    async def _replay_events(self, turn: PreparedTurn) -> AsyncIterator[SseEvent]:
+        assert turn.replay is not None
+        replay = turn.replay
+        yield SseEvent(
+            "metadata",
+            {"session_id": replay.session_id, "turn_id": replay.turn_id, "replayed": True},
+        )
+        if replay.response:
+            yield SseEvent("message", {"content": replay.response})
+        yield SseEvent("done", replay.model_dump(mode="json"))
 
     async def stream_turn(
         self, turn: PreparedTurn, *, shutdown: anyio.Event | None = None
     ) -> AsyncIterator[SseEvent]:
         """Graph stream → SSE events. Never raises: failures become an `error` event."""
+        if turn.replay is not None:
+            async with aclosing(self._replay_events(turn)) as replayed:
+                async for event in replayed:
+                    yield event
+            return
         self._metrics.open_streams.inc()
         self._metrics.active_runs.inc()
+        held = list(turn.held)
+        progress = _Progress()
         finished = False
         try:
             if turn.new_session:
                 with store_errors():
                     await self._claim_new_session(turn)
+                held.append(turn.session.id)
             yield SseEvent(
                 "metadata",
                 {
@@ -299,48 +573,41 @@ class ChatService:
                     "model": turn.options.model or self._deps.models.specs[0].id,
                 },
             )
-            summary: TurnSummary | None = None
-            stream = self._graph.astream(
-                self._input(turn),
-                self._config(turn),
-                context=replace(turn.options, stream=True),
-                stream_mode=["messages", "custom", "updates"],
-                durability=self.settings.checkpoint_durability,
-            )
-            async with aclosing(stream):
-                items = bounded(
-                    stream,
+            try:
+                items = self._run_graph(
+                    turn,
+                    modes=["messages", "custom", "updates"],
+                    stream=True,
                     max_seconds=self.settings.max_stream_seconds,
                     shutdown=shutdown,
-                    shutdown_grace=self.settings.shutdown_grace_seconds,
                 )
                 async with aclosing(items):
                     async for mode, chunk in items:
-                        event, done = translate(mode, chunk)
+                        progress.observe(mode, chunk)
+                        event, _ = translate(mode, chunk)
                         if event is not None:
                             yield event
-                        summary = done or summary
-            if summary is None:
+            except Exception as exc:
+                if progress.summary is None:
+                    raise
+                self._stored_anyway(turn, exc)
+            if progress.summary is None:
                 raise AgentServerError("the run ended without an answer")
-            response = await self._finish(turn, summary)
+            response = await self._finish(turn, progress.summary)
             finished = True
             yield SseEvent("done", response.model_dump(mode="json"))
-        except AgentServerError as exc:
-            self._log_failure(turn, exc.code)
-            yield SseEvent("error", {"code": exc.code, "message": exc.message})
-        except (RedisConnectionError, RedisTimeoutError):
-            self._log_failure(turn, StoreUnavailable.code)
-            yield SseEvent(
-                "error",
-                {"code": StoreUnavailable.code, "message": "the state store is unreachable"},
-            )
-        except Exception:
-            log.exception("stream failed", session_id=turn.session.id, run_id=turn.turn_id)
-            yield SseEvent("error", {"code": "internal_error", "message": "internal error"})
+        except Exception as exc:
+            mapped = client_error(exc)
+            if mapped is None:
+                log.exception("stream failed", session_id=turn.session.id, run_id=turn.turn_id)
+                mapped = AgentServerError("internal error")
+            self._log_failure(turn, mapped.code)
+            yield SseEvent("error", {"code": mapped.code, "message": mapped.message})
         finally:
             if not finished:
                 self._unsettled(turn)
             self._metrics.open_streams.dec()
             self._metrics.active_runs.dec()
             with anyio.CancelScope(shield=True):
-                await self._locks.release(turn.session.id)
+                await self._settle(turn, progress)
+                await self._release(held)

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import URL, Connection, event
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -129,3 +130,44 @@ def sql_runner(engine: AsyncEngine) -> SqlRunner:
     if engine.dialect.name == "sqlite":
         return ThreadSqlRunner(engine.url.set(drivername="sqlite"))
     return AsyncSqlRunner(engine)
+
+
+_SQLSTATE_OUTAGE_CLASSES = ("08", "53", "57")
+"""PostgreSQL SQLSTATE classes that mean "the server is not there for us": connection
+exception, insufficient resources, operator intervention (shutdown, restart)."""
+
+
+def is_sql_outage(exc: BaseException) -> bool:
+    """The database could not be reached or dropped us (not: our query was wrong).
+
+    Walks the exception and its causes, because each layer wraps differently:
+    SQLAlchemy wraps DB-API errors (`OperationalError`, `InterfaceError`,
+    `connection_invalidated`), asyncpg raises its own classes or a bare `OSError`
+    when the connect fails, and the pool raises its own `TimeoutError`. SQLite's
+    `OperationalError` ("database is locked", "unable to open database file") is an
+    outage of the file in the same sense.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(
+            current, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+        ):
+            return True
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(current, OSError) and current.errno is not None:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _SQLSTATE_OUTAGE_CLASSES:
+            return True
+        if (
+            type(current).__module__.startswith("asyncpg")
+            and "Connection" in type(current).__name__
+        ):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False

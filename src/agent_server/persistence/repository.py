@@ -25,6 +25,29 @@ from agent_server.persistence.models import SessionRow, TurnRow, utcnow
 T = TypeVar("T")
 
 
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
+
+
+def sql_safe(value: T) -> T:
+    """`value` with every NUL character replaced by U+FFFD, in strings nested in
+    lists and dicts too.
+
+    PostgreSQL text and JSONB cannot hold NUL (asyncpg raises), SQLite can, so the
+    same turn would be stored on one and a 500 on the other. The API refuses NUL in
+    what clients send (422); this covers what reaches SQL another way (a model's
+    answer, a tool result, a thread made through the LangGraph API), the same on
+    both databases. The check is one `in` per string: nothing is copied without a NUL.
+    """
+    if isinstance(value, str):
+        return value.replace(NUL, NUL_REPLACEMENT) if NUL in value else value  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [sql_safe(item) for item in value]  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {sql_safe(k): sql_safe(v) for k, v in value.items()}  # type: ignore[return-value]
+    return value
+
+
 def _aware(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -151,6 +174,7 @@ class TranscriptRepository:
         self, owner: str, *, title: str | None = None, session_id: str | None = None
     ) -> SessionInfo:
         now = utcnow()
+        title = sql_safe(title)
         values = {
             "id": session_id or str(uuid.uuid4()),
             "owner": owner,
@@ -328,7 +352,7 @@ class TranscriptRepository:
         once instead of computing a cache key from inline values on every turn.
         """
         now = utcnow()
-        title = default_title(turn.user_message)
+        title = sql_safe(default_title(turn.user_message))
         upsert_session, insert_turn, touch_session = self._turn_statements()
         session_values = {
             "id": turn.session_id,
@@ -340,17 +364,17 @@ class TranscriptRepository:
         turn_values = {
             "turn_id": turn.turn_id,
             "session_id": turn.session_id,
-            "user_message": turn.user_message,
-            "assistant_message": turn.assistant_message,
-            "tools_used": turn.tools_used,
-            "model_used": turn.model_used,
+            "user_message": sql_safe(turn.user_message),
+            "assistant_message": sql_safe(turn.assistant_message),
+            "tools_used": sql_safe(turn.tools_used),
+            "model_used": sql_safe(turn.model_used),
             "input_tokens": turn.input_tokens,
             "output_tokens": turn.output_tokens,
             "cost_usd": turn.cost_usd,
             "latency_ms": turn.latency_ms,
-            "fallbacks": turn.fallbacks,
+            "fallbacks": sql_safe(turn.fallbacks),
             "degraded": turn.degraded,
-            "metadata": turn.metadata,
+            "metadata": sql_safe(turn.metadata),
             "created_at": now,
         }
 
@@ -378,6 +402,16 @@ class TranscriptRepository:
                 ),
             )
         return self._statements
+
+    async def get_turn(self, turn_id: str, owner: str) -> TurnRecord | None:
+        """One stored turn of a session `owner` owns (an idempotent request's replay)."""
+        stmt = (
+            select(TurnRow)
+            .join(SessionRow, SessionRow.id == TurnRow.session_id)
+            .where(TurnRow.turn_id == turn_id, SessionRow.owner == owner)
+        )
+        found = await self._read(lambda conn: _turn_records(conn, stmt))
+        return found[0] if found else None
 
     async def list_turns(self, session_id: str, *, limit: int, offset: int = 0) -> list[TurnRecord]:
         """Oldest first, so a client can render the conversation as returned."""

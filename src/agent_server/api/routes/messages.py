@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from sse_starlette import EventSourceResponse
 
 from agent_server.api.deps import Principal, Service, rate_limit
@@ -17,19 +19,70 @@ ERRORS = {
     401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
     429: {"model": ErrorResponse, "description": "Rate limit or token budget exceeded"},
     404: {"model": ErrorResponse, "description": "Unknown session"},
-    409: {"model": ErrorResponse, "description": "Another message is running on the session"},
+    409: {
+        "model": ErrorResponse,
+        "description": "Another message is running on the session (`session_busy`), or the "
+        "request with this Idempotency-Key is (`request_in_progress`)",
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid request (`validation_error`, `invalid_model`, `invalid_tools`), "
+        "or an Idempotency-Key reused with another body (`idempotency_key_reused`)",
+    },
     502: {"model": ErrorResponse, "description": "The model provider rejected our credentials"},
-    503: {"model": ErrorResponse, "description": "Every model failed"},
+    503: {
+        "model": ErrorResponse,
+        "description": "Every model failed (`upstream_unavailable`), a store is unreachable "
+        "(`store_unavailable`) or the server is shutting down (`shutting_down`)",
+    },
 }
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Makes a retry safe: the same key (same caller, same session) answers "
+        "with the stored turn instead of running it again; 422 if the body differs, 409 "
+        "while the first request runs. Printable ASCII, 1-255 characters.",
+    ),
+]
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""`true` on a response that is the stored answer of an earlier request with the key."""
+
+
+async def _shutdown_signal(shutdown: anyio.Event) -> None:
+    """Set `shutdown` when the server starts shutting down (SIGTERM), through
+    sse-starlette's watcher: the one the streams use, so both routes see the same
+    signal from uvicorn, however it was started."""
+    await EventSourceResponse._listen_for_exit_signal()
+    shutdown.set()
 
 
 @router.post("/message", response_model=ChatResponse, responses=ERRORS)
 async def send_message(
-    body: ChatRequest, request: Request, service: Service, principal: Principal
+    body: ChatRequest,
+    request: Request,
+    response: Response,
+    service: Service,
+    principal: Principal,
+    idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse:
-    turn = await service.start_turn(principal, body)
+    turn = await service.start_turn(principal, body, idempotency_key=idempotency_key)
     request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
-    return await service.run_turn(turn)
+    if turn.replay is not None:
+        response.headers[REPLAYED_HEADER] = "true"
+        return turn.replay
+    shutdown = anyio.Event()
+    # A bare task, not a task group: a task group would wrap the turn's errors
+    # (404, 503…) in an ExceptionGroup that the error handlers do not unwrap.
+    watcher = asyncio.create_task(_shutdown_signal(shutdown))
+    try:
+        return await service.run_turn(turn, shutdown=shutdown)
+    finally:
+        watcher.cancel()
 
 
 async def _events(
@@ -52,15 +105,22 @@ async def _events(
     response_class=EventSourceResponse,
 )
 async def stream_message(
-    body: ChatRequest, request: Request, service: Service, principal: Principal
+    body: ChatRequest,
+    request: Request,
+    service: Service,
+    principal: Principal,
+    idempotency_key: IdempotencyKey = None,
 ) -> EventSourceResponse:
-    turn = await service.start_turn(principal, body)
+    turn = await service.start_turn(principal, body, idempotency_key=idempotency_key)
     request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
     shutdown = anyio.Event()
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if turn.replay is not None:
+        headers[REPLAYED_HEADER] = "true"
     return EventSourceResponse(
         _events(service, turn, shutdown),
         ping=service.settings.sse_ping_seconds,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=headers,
         shutdown_event=shutdown,
         # Leave the generator time to send its `shutting_down` farewell.
         shutdown_grace_period=service.settings.shutdown_grace_seconds + 1,

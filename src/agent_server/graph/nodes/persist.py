@@ -61,7 +61,10 @@ async def persist_turn(
         "latency_ms": int((time.time() - started) * 1000),
         "degraded": bool(state.get("degraded", False)),
     }
-    session_id = str((config.get("configurable") or {}).get("thread_id") or turn_id)
+    configurable = config.get("configurable") or {}
+    session_id = str(configurable.get("thread_id") or turn_id)
+    # Set by the service for requests with an Idempotency-Key (the request's fingerprint).
+    metadata = dict(configurable.get("turn_metadata") or {})
     await deps.transcript.record_turn(
         TurnRecord(
             turn_id=turn_id,
@@ -76,6 +79,7 @@ async def persist_turn(
             latency_ms=summary["latency_ms"],
             fallbacks=summary["fallbacks"],
             degraded=summary["degraded"],
+            metadata=metadata,
         ),
         owner=options.principal,
     )
