@@ -114,11 +114,13 @@ def wire_modes(record: RunRecord) -> frozenset[str]:
 
 
 def parse_modes(values: list[str] | None) -> frozenset[str] | None:
-    """`stream_mode` of a join: repeated parameters (both SDKs) or one JSON array."""
-    if not values:
-        return None
+    """`stream_mode` of a join: repeated parameters (both SDKs) or one JSON array.
+    Empty values are none (httpx sends the Python SDK's `stream_mode=None` as
+    `stream_mode=`)."""
     modes: list[str] = []
-    for value in values:
+    for value in values or ():
+        if not value:
+            continue
         if value.startswith("["):
             try:
                 modes += [str(v) for v in json.loads(value)]
@@ -126,7 +128,7 @@ def parse_modes(values: list[str] | None) -> frozenset[str] | None:
             except ValueError:
                 pass
         modes.append(value)
-    return frozenset(modes)
+    return frozenset(modes) or None
 
 
 # --- responses ---------------------------------------------------------------------
