@@ -138,7 +138,9 @@ class RunFailed(AgentServerError):
     waited on it, with the status and code the failure had (e.g. 503 from the chain)."""
 
     def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(str(error.get("message") or "the run failed"), details=error.get("details"))
+        super().__init__(
+            str(error.get("message") or "the run failed"), details=error.get("details")
+        )
         self.status_code = int(error.get("status") or 500)
         self.code = str(error.get("code") or "internal_error")
 

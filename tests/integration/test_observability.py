@@ -100,8 +100,22 @@ async def test_metrics_after_a_scripted_turn(tmp_path: Path) -> None:
         )
         == 1
     )
-    assert value(metrics, "agent_model_calls_total", model="m1", outcome="server_error") == 1
-    assert value(metrics, "agent_model_calls_total", model="m2", outcome="success") == 1
+    assert (
+        value(
+            metrics,
+            "agent_model_calls_total",
+            provider="openrouter",
+            model="m1",
+            outcome="server_error",
+        )
+        == 1
+    )
+    assert (
+        value(
+            metrics, "agent_model_calls_total", provider="openrouter", model="m2", outcome="success"
+        )
+        == 1
+    )
     assert value(metrics, "agent_fallbacks_total", reason="server_error") == 1
     assert value(metrics, "agent_tokens_total", model="m2", direction="output") == 2
     assert value(metrics, "agent_cost_usd_total", model="m2") == pytest.approx(0.002)

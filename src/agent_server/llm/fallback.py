@@ -11,12 +11,20 @@ they live here. The rules (DESIGN.md "Models and fallback"):
 |----------------------|------------------------------------------------------|
 | rate_limit           | cool the model down (Retry-After), try the next      |
 | server_error, timeout, connection, malformed_reply, invalid_tool_call,      |
-| content_policy       | next model; repeated failures cool the model down    |
+| payment_required     | next model; repeated failures cool the model down    |
+| model_unavailable    | cool the model down for long, next model             |
+| content_policy, unsupported_request | next model (says nothing of its health) |
 | context_too_long     | next model with a larger context window              |
-| auth                 | stop: 502 upstream_auth (no other model will help)   |
+| auth                 | cool the whole provider, skip its models, next       |
+| connection refused   | cool the whole provider, skip its models, next       |
 | bad_request          | stop: 502 upstream_bad_request (our request is wrong)|
 | all rate-limited / cooling → offline model, `degraded: true`                |
+| all rejected (auth only → 502 upstream_auth; else 502 upstream_rejected)    |
 | all failed otherwise → 503 upstream_unavailable with the per-model reasons  |
+
+Cooldown keys are `provider:model` per chain entry and `provider` for a whole
+provider (entries built without a provider use the bare model id, and an auth
+failure of one stops the turn, as when there was only one provider).
 """
 
 from __future__ import annotations
@@ -37,9 +45,20 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
 from agent_server.config import OFFLINE_MODEL_ID
-from agent_server.errors import UpstreamAuthError, UpstreamBadRequest, UpstreamUnavailable
+from agent_server.errors import (
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from agent_server.llm.cooldowns import Cooldowns, InMemoryCooldowns
-from agent_server.llm.errors import RATE_LIMITED, Failure, Reason, UpstreamReplyError, classify
+from agent_server.llm.errors import (
+    REJECTED,
+    Failure,
+    Reason,
+    UpstreamReplyError,
+    classify,
+)
 from agent_server.llm.registry import ModelSpec
 from agent_server.observability.metrics import Metrics
 
@@ -57,6 +76,13 @@ ChatRunnable = Runnable[LanguageModelInput, BaseMessage]
 class ChainEntry:
     spec: ModelSpec
     model: BaseChatModel
+    provider: str | None = None
+    """The provider's name in the models file (None: built directly, e.g. in tests)."""
+
+    @property
+    def key(self) -> str:
+        """This entry's cooldown key."""
+        return f"{self.provider}:{self.spec.id}" if self.provider else self.spec.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +91,21 @@ class ChainPolicy:
     failure_threshold: int = 3
     failure_cooldown_seconds: float = 30.0
     attempt_timeout_seconds: float = 60.0
+    model_unavailable_cooldown_seconds: float = 600.0
+    """A model its provider does not serve, and a provider that rejected our key."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryHealth:
+    """One chain entry as `GET /api/models` shows it."""
+
+    provider: str | None
+    spec: ModelSpec
+    cooling_until: float | None
+    """Epoch time the entry (or its whole provider) is skipped until; None = ok."""
+    cause: str | None
+    last_failure_reason: str | None
+    last_failure_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +119,8 @@ class ModelCall:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    provider: str | None = None
+    """The provider that answered (`offline` for the built-in model)."""
 
 
 def estimate_tokens(messages: Sequence[BaseMessage]) -> int:
@@ -104,10 +147,47 @@ class ModelChain:
         self._policy = policy or ChainPolicy()
         self._metrics = metrics or Metrics()
         self._bound: OrderedDict[tuple[int, tuple[int, ...]], _Bound] = OrderedDict()
+        self._several_providers = len({e.provider for e in self._entries}) > 1
 
     @property
     def specs(self) -> list[ModelSpec]:
         return [entry.spec for entry in self._entries]
+
+    @property
+    def entries(self) -> list[ChainEntry]:
+        return list(self._entries)
+
+    @property
+    def offline_only(self) -> bool:
+        return [e.spec.id for e in self._entries] == [OFFLINE_MODEL_ID]
+
+    async def health(self) -> list[EntryHealth]:
+        """Each entry's cooldown (its own or its provider's) and last failure, fresh."""
+        tracked = [e for e in self._entries if e.spec.id != OFFLINE_MODEL_ID]
+        keys = [e.key for e in tracked] + sorted({e.provider for e in tracked if e.provider})
+        known = await self._cooldowns.health(keys)
+        result = []
+        for entry in self._entries:
+            own = known.get(entry.key)
+            shared = known.get(entry.provider) if entry.provider else None
+            states = [h for h in (own, shared) if h is not None]
+            cooling = max(states, key=lambda h: h.until, default=None)
+            last = max(
+                (h for h in states if h.last_at is not None),
+                key=lambda h: h.last_at or 0.0,
+                default=None,
+            )
+            result.append(
+                EntryHealth(
+                    provider=entry.provider,
+                    spec=entry.spec,
+                    cooling_until=cooling.until if cooling and cooling.until else None,
+                    cause=cooling.cause or None if cooling and cooling.until else None,
+                    last_failure_reason=last.last_reason if last else None,
+                    last_failure_at=last.last_at if last else None,
+                )
+            )
+        return result
 
     @property
     def cooldowns(self) -> Cooldowns:
@@ -156,23 +236,51 @@ class ModelChain:
         order = self._order(preferred)
         # The built-in offline model has no provider to cool down: skipping it saves
         # two Redis round trips per model call in offline mode.
-        tracked = [e.spec.id for e in order if e.spec.id != OFFLINE_MODEL_ID]
+        live = [e for e in order if e.spec.id != OFFLINE_MODEL_ID]
+        tracked = [e.key for e in live] + sorted({e.provider for e in live if e.provider})
         cooling = await self._cooldowns.cooling(tracked) if tracked else {}
         prompt_tokens = estimate_tokens(messages)
         fallbacks: list[dict[str, str]] = []
+        causes: list[str] = []
+        """Why each fallback happened, cooldowns resolved to what caused them."""
+        providers_down: dict[str, Reason] = {}
         min_window = 0
 
-        def skip(index: int, reason: Reason) -> None:
-            model = order[index].spec.id
-            fallbacks.append({"model": model, "reason": reason.value})
+        def skip(
+            index: int, reason: Reason, cause: str | None = None, *, announce: bool = True
+        ) -> None:
+            entry = order[index]
+            item = {"model": entry.spec.id, "reason": reason.value}
+            if entry.provider:
+                item["provider"] = entry.provider
+            fallbacks.append(item)
+            causes.append(cause or reason.value)
             self._metrics.fallbacks.labels(reason.value).inc()
-            following = order[index + 1].spec.id if index + 1 < len(order) else None
-            emit({"event": "fallback", "from": model, "to": following, "reason": reason.value})
+            if not announce:
+                return
+            following = order[index + 1] if index + 1 < len(order) else None
+            event = {
+                "event": "fallback",
+                "from": entry.spec.id,
+                "to": following.spec.id if following else None,
+                "reason": reason.value,
+            }
+            if self._several_providers:
+                # With one provider the event keeps its old shape (clients match on it).
+                event["from_provider"] = entry.provider
+                event["to_provider"] = following.provider if following else None
+            emit(event)
 
         for index, entry in enumerate(order):
             spec = entry.spec
-            if spec.id in cooling:
-                skip(index, Reason.COOLING_DOWN)
+            if entry.provider and entry.provider in providers_down:
+                skip(index, providers_down[entry.provider])
+                continue
+            if entry.provider and entry.provider in cooling:
+                skip(index, Reason.COOLING_DOWN, self._cooldowns.cause(entry.provider))
+                continue
+            if entry.key in cooling:
+                skip(index, Reason.COOLING_DOWN, self._cooldowns.cause(entry.key))
                 continue
             if tools and not spec.supports_tools:
                 skip(index, Reason.NO_TOOL_SUPPORT)
@@ -206,33 +314,60 @@ class ModelChain:
                 raise
             except Exception as exc:
                 failure = classify(exc)
-                self._metrics.model_calls.labels(spec.id, failure.reason.value).inc()
+                reason = failure.reason.value
+                self._metrics.model_calls.labels(entry.provider or "", spec.id, reason).inc()
                 log.warning(
-                    "model %s failed: %s (%s)", spec.id, failure.reason.value, type(exc).__name__
+                    "model %s of provider %s failed: %s (%s)",
+                    spec.id,
+                    entry.provider or "-",
+                    reason,
+                    type(exc).__name__,
                 )
                 if streamed_text:
-                    emit({"event": "reset", "model": spec.id, "reason": failure.reason.value})
-                await self._after_failure(spec.id, failure)
-                if failure.reason is Reason.AUTH:
+                    reset = {"event": "reset", "model": spec.id, "reason": reason}
+                    if self._several_providers:
+                        reset["provider"] = entry.provider
+                    emit(reset)
+                await self._after_failure(entry, failure)
+                details = {"model": spec.id, "provider": entry.provider}
+                if failure.reason is Reason.AUTH and not entry.provider:
                     raise UpstreamAuthError(
-                        "the model provider rejected our credentials", details={"model": spec.id}
+                        "the model provider rejected our credentials", details=details
                     ) from exc
                 if failure.reason is Reason.BAD_REQUEST:
                     raise UpstreamBadRequest(
-                        "the model provider rejected the request as invalid",
-                        details={"model": spec.id},
+                        "the model provider rejected the request as invalid", details=details
                     ) from exc
+                if failure.provider_wide and entry.provider:
+                    providers_down[entry.provider] = failure.reason
+                    if all(e.provider in providers_down for e in order[index + 1 :]):
+                        # Nothing left but that provider's models: stop here, as a
+                        # one-provider chain always has (no `fallback` to nowhere).
+                        skip(index, failure.reason, announce=False)
+                        break
                 if failure.reason is Reason.CONTEXT_TOO_LONG:
                     min_window = max(min_window, spec.context_window)
                 skip(index, failure.reason)
                 continue
             if spec.id != OFFLINE_MODEL_ID:
-                await self._cooldowns.record_success(spec.id)
-            return self._observe(_result(spec, message, fallbacks, degraded=False))
+                await self._cooldowns.record_success(entry.key)
+            return self._observe(
+                _result(spec, message, fallbacks, degraded=False, provider=entry.provider)
+            )
 
         # Models skipped only for lacking tool support were never candidates.
-        failures = [f for f in fallbacks if f["reason"] != Reason.NO_TOOL_SUPPORT]
-        if failures and all(f["reason"] in RATE_LIMITED for f in failures):
+        failed = [
+            (f, cause)
+            for f, cause in zip(fallbacks, causes, strict=True)
+            if f["reason"] != Reason.NO_TOOL_SUPPORT
+        ]
+        # A cooldown counts as what caused it: a model cooling down because it is not
+        # served, or a provider because it rejected our key, is no rate limit.
+        if failed and all(
+            f["reason"] == Reason.RATE_LIMIT
+            or (f["reason"] == Reason.COOLING_DOWN and cause not in REJECTED)
+            for f, cause in failed
+        ):
             message = await _call(
                 self._runnable(self._offline, tools),
                 messages,
@@ -241,27 +376,56 @@ class ModelChain:
                 stream,
                 lambda: None,
             )
-            return self._observe(_result(self._offline.spec, message, fallbacks, degraded=True))
-        raise UpstreamUnavailable("every configured model failed", details={"models": fallbacks})
+            return self._observe(
+                _result(
+                    self._offline.spec, message, fallbacks, degraded=True, provider=OFFLINE_MODEL_ID
+                )
+            )
+        details = {"models": fallbacks}
+        if failed and all(cause == Reason.AUTH for _, cause in failed):
+            raise UpstreamAuthError(
+                "every model provider rejected our credentials", details=details
+            )
+        if failed and all(cause in REJECTED for _, cause in failed):
+            raise UpstreamRejected("every configured model rejected the request", details=details)
+        raise UpstreamUnavailable("every configured model failed", details=details)
 
     def _observe(self, call: ModelCall) -> ModelCall:
         m = self._metrics
-        m.model_calls.labels(call.model_used, "success").inc()
+        m.model_calls.labels(call.provider or "", call.model_used, "success").inc()
         m.tokens.labels(call.model_used, "input").inc(call.input_tokens)
         m.tokens.labels(call.model_used, "output").inc(call.output_tokens)
         m.cost.labels(call.model_used).inc(call.cost_usd)
         return call
 
-    async def _after_failure(self, model: str, failure: Failure) -> None:
-        if failure.reason is Reason.RATE_LIMIT:
-            seconds = failure.retry_after or self._policy.default_cooldown_seconds
-            await self._cooldowns.cool(model, seconds)
+    async def _after_failure(self, entry: ChainEntry, failure: Failure) -> None:
+        reason, policy, key = failure.reason, self._policy, entry.key
+        if reason is Reason.RATE_LIMIT:
+            seconds = failure.retry_after or policy.default_cooldown_seconds
+            await self._cooldowns.cool(key, seconds, reason.value)
             return
-        if failure.reason in (Reason.AUTH, Reason.BAD_REQUEST, Reason.CONTEXT_TOO_LONG):
+        if reason is Reason.MODEL_UNAVAILABLE:
+            await self._cooldowns.cool(key, policy.model_unavailable_cooldown_seconds, reason.value)
+            return
+        if failure.provider_wide and entry.provider:
+            seconds = (
+                policy.model_unavailable_cooldown_seconds
+                if reason is Reason.AUTH
+                else policy.failure_cooldown_seconds
+            )
+            await self._cooldowns.cool(entry.provider, seconds, reason.value)
+            return
+        if reason in (
+            Reason.AUTH,
+            Reason.BAD_REQUEST,
+            Reason.CONTEXT_TOO_LONG,
+            Reason.CONTENT_POLICY,
+            Reason.UNSUPPORTED_REQUEST,
+        ):
             return  # says nothing about the model's health
-        failures = await self._cooldowns.record_failure(model)
-        if failures >= self._policy.failure_threshold:
-            await self._cooldowns.cool(model, self._policy.failure_cooldown_seconds)
+        failures = await self._cooldowns.record_failure(key, reason.value)
+        if failures >= policy.failure_threshold:
+            await self._cooldowns.cool(key, policy.failure_cooldown_seconds, reason.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +491,12 @@ def _check_reply(message: AIMessage) -> None:
 
 
 def _result(
-    spec: ModelSpec, message: AIMessage, fallbacks: list[dict[str, str]], *, degraded: bool
+    spec: ModelSpec,
+    message: AIMessage,
+    fallbacks: list[dict[str, str]],
+    *,
+    degraded: bool,
+    provider: str | None = None,
 ) -> ModelCall:
     usage = message.usage_metadata or {}
     input_tokens = int(usage.get("input_tokens", 0))
@@ -345,4 +514,5 @@ def _result(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cost_usd=cost,
+        provider=provider,
     )

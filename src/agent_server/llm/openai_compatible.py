@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Self
 
+import openai
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessageChunk
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 from openai import AsyncOpenAI, AsyncStream, RequestOptions
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from agent_server.config import Settings
+from agent_server.llm.compat import PROFILES, Compat, FixedStream
+from agent_server.llm.errors import UpstreamReplyError, classify_error_body
+from agent_server.llm.providers import Provider
 
 REQUEST_OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
 """`create()` arguments that shape the HTTP request rather than the JSON body."""
@@ -30,9 +36,10 @@ class RawChunkCompletions:
     Non-streamed calls and everything else go to the SDK's resource unchanged.
     """
 
-    def __init__(self, client: AsyncOpenAI) -> None:
+    def __init__(self, client: AsyncOpenAI, compat: Compat | None = None) -> None:
         self._client = client
         self._completions = client.chat.completions
+        self._compat = compat or PROFILES["openai"]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._completions, name)
@@ -40,7 +47,7 @@ class RawChunkCompletions:
     async def create(self, **params: Any) -> Any:
         if not params.get("stream"):
             return await self._completions.create(**params)
-        return await self._client.post(
+        stream = await self._client.post(
             "/chat/completions",
             body={k: v for k, v in params.items() if k not in REQUEST_OPTION_KEYS},
             options=request_options(params),
@@ -48,6 +55,7 @@ class RawChunkCompletions:
             stream=True,
             stream_cls=AsyncStream[object],
         )
+        return FixedStream(stream, self._compat) if self._compat.fixes_stream() else stream
 
 
 def request_options(params: dict[str, Any]) -> RequestOptions:
@@ -73,13 +81,37 @@ class OpenAICompatibleChat(ChatOpenAI):
     replies keep it in `response_metadata["token_usage"]` already.
     """
 
+    compat: Compat = Field(default_factory=lambda: PROFILES["openai"], exclude=True)
+    """The provider's dialect fixes (`llm/compat.py`)."""
+
     @model_validator(mode="after")
     def _stream_raw_chunks(self) -> Self:
         if self.root_async_client is not None and not isinstance(
             self.async_client, RawChunkCompletions
         ):
-            self.async_client = RawChunkCompletions(self.root_async_client)
+            self.async_client = RawChunkCompletions(self.root_async_client, self.compat)
         return self
+
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+        return self.compat.fix_request(payload)
+
+    def _create_chat_result(
+        self, response: dict[str, Any] | openai.BaseModel, generation_info: dict | None = None
+    ) -> ChatResult:
+        """A 200 whose body is `{"error": {...}}` and no choices (OpenRouter, once the
+        model has started) is a failure of that model, classified like any other
+        (langchain-openai raises a bare ValueError, which would read as malformed)."""
+        body = response if isinstance(response, Mapping) else getattr(response, "model_extra", None)
+        error = (body or {}).get("error")
+        if error and not (body or {}).get("choices"):
+            message = error.get("message") if isinstance(error, Mapping) else str(error)
+            raise UpstreamReplyError(
+                classify_error_body({"error": error}), f"error inside a 200 reply: {message}"
+            )
+        return super()._create_chat_result(response, generation_info)
 
     def _convert_chunk_to_generation_chunk(
         self,
@@ -158,34 +190,44 @@ def plain_text(chunk: dict[str, Any]) -> str | None:
 
 
 def make_openai_compatible_model(
-    model_id: str, settings: Settings, *, fallback_ids: list[str] | None = None
+    model_id: str,
+    settings: Settings,
+    *,
+    provider: Provider | None = None,
+    fallback_ids: list[str] | None = None,
 ) -> ChatOpenAI:
-    """One upstream model. Retries are ours (the fallback chain), not the SDK's:
-    the SDK's silent retries would hide failures the chain must classify.
+    """One upstream model of `provider` (default: the `OPENROUTER_*` shorthand). Retries
+    are ours (the fallback chain), not the SDK's: the SDK's silent retries would hide
+    failures the chain must classify.
 
     No `stream_chunk_timeout`: langchain-openai's per-chunk timer wraps every chunk
     in `asyncio.wait_for` (a task per token: 8.3 -> 6.8 ms CPU per 50-token turn
     without it), and a stalled stream is already bounded by the chain's
     per-attempt timeout and the client's read timeout (both `MODEL_TIMEOUT_SECONDS`).
 
-    With `OPENROUTER_SERVER_FALLBACK` on, the request also carries OpenRouter's
-    `models` list (this model, then the rest of the chain) so OpenRouter can fail
-    over server-side first; `OPENROUTER_PROVIDER` is sent as `provider`.
+    With `OPENROUTER_SERVER_FALLBACK` on, a provider whose compat allows OpenRouter's
+    extras also gets the `models` list (this model, then the rest of the chain on the
+    same provider) so OpenRouter can fail over server-side first; `OPENROUTER_PROVIDER`
+    is sent as `provider`.
     """
-    assert settings.openrouter_api_key is not None
+    if provider is None:
+        from agent_server.llm.models_file import from_settings
+
+        provider = from_settings(settings).chain[0].provider
     extra_body: dict[str, Any] = {}
-    if settings.openrouter_server_fallback:
+    if provider.compat.openrouter_extras and settings.openrouter_server_fallback:
         extra_body["models"] = [model_id, *(fallback_ids or [])]
-    if settings.openrouter_provider:
+    if provider.compat.openrouter_extras and settings.openrouter_provider:
         extra_body["provider"] = settings.openrouter_provider
     return OpenAICompatibleChat(
         model=model_id,
-        api_key=settings.openrouter_api_key,
-        base_url=settings.openrouter_base_url,
+        api_key=provider.bearer(),
+        base_url=provider.base_url,
         timeout=settings.model_timeout_seconds,
         max_retries=0,
         stream_usage=True,
         stream_chunk_timeout=None,
         extra_body=extra_body or None,
-        default_headers={"X-Title": "agent-server"},
+        default_headers={"X-Title": "agent-server", **provider.headers},
+        compat=provider.compat,
     )

@@ -43,7 +43,10 @@ class Metrics:
             registry=r,
         )
         self.model_calls = Counter(
-            "agent_model_calls", "Upstream model calls", ["model", "outcome"], registry=r
+            "agent_model_calls",
+            "Upstream model calls by provider, model and outcome (success or error class)",
+            ["provider", "model", "outcome"],
+            registry=r,
         )
         self.fallbacks = Counter(
             "agent_fallbacks", "Models skipped or failed over, by class", ["reason"], registry=r
