@@ -5,6 +5,7 @@ request ids, /metrics and what counts against the rate limit (issue 16 items 9, 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import statistics
 import threading
@@ -306,3 +307,60 @@ async def test_invalid_requests_count_against_the_rate_limit(tmp_path: Path) -> 
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limited"
     assert limited_malformed.status_code == 429
+
+
+def _app_routes(app: object, methods: set[str]) -> list[tuple[str, str]]:
+    from fastapi.routing import iter_route_contexts
+
+    found = set()
+    for route in iter_route_contexts(app.router.routes):  # type: ignore[attr-defined]
+        for method in (route.methods or set()) & methods:
+            found.add((method, re.sub(r"\{[^}]+\}", "x", route.path)))
+    return sorted(found)
+
+
+async def test_every_body_route_is_auth_first_for_unparseable_bodies(tmp_path: Path) -> None:
+    """The class of item 13 across the whole app (chat API, Agent Protocol, whatever is
+    added later): no route leaks a body error before the 401, none answers 5xx."""
+    app = create_app(make_settings(tmp_path, agent_api_keys=[ALICE]))
+    routes = _app_routes(app, {"POST", "PUT", "PATCH"})
+    assert ("POST", "/api/chat/message") in routes
+    json_type = {"Content-Type": "application/json"}
+    with serve_in_thread(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            for method, path in routes:
+                for name, body in MALFORMED.items():
+                    anonymous = await client.request(method, path, content=body, headers=json_type)
+                    assert anonymous.status_code == 401, (method, path, name, anonymous.text)
+                    keyed_reply = await client.request(
+                        method, path, content=body, headers={**json_type, **auth(ALICE)}
+                    )
+                    assert keyed_reply.status_code < 500, (method, path, name, keyed_reply.text)
+                    error = keyed_reply.json()["error"]
+                    if keyed_reply.status_code == 400:
+                        assert error["code"] == "malformed_json", (method, path, name)
+
+
+async def test_every_integer_query_parameter_is_bounded(keyed: httpx.AsyncClient) -> None:
+    """The class of item 10 across the OpenAPI schema: each integer query parameter
+    declares both bounds, and 2^63 / 2^64 / -2^63 get 422, never a 500."""
+    spec = (await keyed.get("/openapi.json")).json()
+    checked = []
+    for template, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                variants = [schema, *schema.get("anyOf", [])]
+                integer = next((s for s in variants if s.get("type") == "integer"), None)
+                if parameter["in"] != "query" or integer is None:
+                    continue
+                where = (method, template, parameter["name"])
+                assert "maximum" in integer and "minimum" in integer, where
+                path = re.sub(r"\{[^}]+\}", "x", template)
+                for value in (2**63, 2**64, -(2**63)):
+                    r = await keyed.request(
+                        method.upper(), path, params={parameter["name"]: value}, headers=auth(ALICE)
+                    )
+                    assert r.status_code == 422, (*where, value, r.text)
+                checked.append(where)
+    assert ("get", "/api/chat/sessions", "offset") in checked
