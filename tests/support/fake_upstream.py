@@ -3,10 +3,17 @@
 Real HTTP (uvicorn on a free loopback port), the real wire format (JSON and SSE,
 streamed tool-call deltas, `usage`, `model`), and every way a provider fails:
 429 with Retry-After, 5xx, stalls, connections dropped mid-stream, malformed
-JSON, 401, 400 context-length, content filter. Each model id has a queue of
-scripted behaviours (consumed one per request) and a default for when the queue
-is empty. Every request is recorded so tests can assert which models were tried
-and with which parameters.
+JSON, 401, 400 context-length, content filter, and any provider's real error
+body (`fail("error", status=404, error_body={...})`), also inside a 200 (a JSON
+body with `error` and no choices, or an SSE `data:` event carrying `error` after
+some tokens: `fail("error_in_200", ...)`). Each model id has a queue of scripted
+behaviours (consumed one per request) and a default for when the queue is empty.
+Every request is recorded so tests can assert which models were tried and with
+which parameters.
+
+A fake can also play one server's quirks (`quirks`, see `QUIRKS`), require a key
+(`api_key`), and list models at `GET /v1/models` (`served_models`), so several
+fakes stand in for several providers.
 """
 
 from __future__ import annotations
@@ -42,7 +49,18 @@ Kind = Literal[
     "bad_request",
     "empty",
     "invalid_tool_call",
+    "error",
+    "error_in_200",
 ]
+
+QUIRKS = {
+    "reject_stream_options": "400 when the body has `stream_options`",
+    "reject_parallel_tool_calls": "400 when the body has `parallel_tool_calls`",
+    "null_content_500": "500 when an assistant message with tool calls has content null "
+    "(llama.cpp's chat templates)",
+    "repeat_tool_name": "the function name (and id) in every streamed tool-call delta "
+    "(llama.cpp, ggml-org/llama.cpp#13774)",
+}
 
 
 @dataclass
@@ -62,6 +80,8 @@ class Behavior:
     cost: float | None = None
     served_model: str | None = None
     """Model name to report (OpenRouter may answer with a different one)."""
+    error_body: dict[str, Any] | None = None
+    """The whole JSON error body to send (`error` / `error_in_200`), as the provider does."""
 
 
 def text(content: str = "Hello from the fake upstream.", **kw: Any) -> Behavior:
@@ -99,6 +119,12 @@ class FakeUpstream:
         self._scripts: dict[str, deque[Behavior]] = defaultdict(deque)
         self._defaults: dict[str, Behavior] = {}
         self.default = Behavior()
+        self.quirks: set[str] = set()
+        self.api_key: str | None = None
+        """When set, every route answers 401 (OpenAI's body) to any other bearer token."""
+        self.served_models: list[str] | None = None
+        """What `GET /v1/models` lists; None = every model scripted or defaulted so far."""
+        self.listing_requests: list[dict[str, str]] = []
 
     # --- scripting -------------------------------------------------------------
 
@@ -112,6 +138,10 @@ class FakeUpstream:
         self.requests.clear()
         self._scripts.clear()
         self._defaults.clear()
+        self.quirks = set()
+        self.api_key = None
+        self.served_models = None
+        self.listing_requests.clear()
 
     def models_tried(self) -> list[str]:
         return [r.model for r in self.requests]
@@ -129,8 +159,53 @@ class FakeUpstream:
             routes=[
                 Route("/v1/chat/completions", self._completions, methods=["POST"]),
                 Route("/chat/completions", self._completions, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/models", self._models, methods=["GET"]),
             ]
         )
+
+    def _unauthorized(self, request: Request) -> Response | None:
+        if self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}":
+            return None
+        # OpenAI's 401 body.
+        payload = {
+            "error": {
+                "message": "Incorrect API key provided.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+        }
+        return JSONResponse(payload, status_code=401)
+
+    async def _models(self, request: Request) -> Response:
+        self.listing_requests.append({k.lower(): v for k, v in request.headers.items()})
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        ids = (
+            self.served_models
+            if self.served_models is not None
+            else sorted({*self._scripts, *self._defaults})
+        )
+        data = [{"id": i, "object": "model", "created": 0, "owned_by": "fake"} for i in ids]
+        return JSONResponse({"object": "list", "data": data})
+
+    def _quirk_error(self, body: dict[str, Any]) -> Response | None:
+        def bad(status: int, message: str) -> Response:
+            payload = {"error": {"code": status, "message": message, "type": "server_error"}}
+            return JSONResponse(payload, status_code=status)
+
+        if "reject_stream_options" in self.quirks and "stream_options" in body:
+            return bad(400, "Unrecognized request argument supplied: stream_options")
+        if "reject_parallel_tool_calls" in self.quirks and "parallel_tool_calls" in body:
+            return bad(400, "Unrecognized request argument supplied: parallel_tool_calls")
+        if "null_content_500" in self.quirks:
+            for message in body.get("messages", []):
+                if message.get("tool_calls") and message.get("content") is None:
+                    return bad(
+                        500, "[json.exception.type_error.302] type must be string, but is null"
+                    )
+        return None
 
     async def _completions(self, request: Request) -> Response:
         body = await request.json()
@@ -139,7 +214,13 @@ class FakeUpstream:
         self.requests.append(
             RecordedRequest(model, stream, body, {k.lower(): v for k, v in request.headers.items()})
         )
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        if (quirk := self._quirk_error(body)) is not None:
+            return quirk
         behavior = self._next(model)
+        if behavior.kind == "error_in_200" and not stream:
+            return JSONResponse(behavior.error_body or {"error": {"code": 502, "message": "x"}})
         if (error := self._error_response(behavior)) is not None:
             return error
         if behavior.kind == "malformed" and not stream:
@@ -179,6 +260,8 @@ class FakeUpstream:
                 return error(400, "Content rejected by the provider's policy", "content_filter")
             case "bad_request":
                 return error(400, "Invalid parameter: temperature", "invalid_request_error")
+            case "error":
+                return JSONResponse(behavior.error_body or {}, status_code=behavior.status)
         return None
 
     def _usage(self, body: dict[str, Any], output: str, behavior: Behavior) -> dict[str, Any]:
@@ -266,24 +349,18 @@ class FakeUpstream:
             yield b"data: [DONE]\n\n"
             return
         if behavior.kind == "tool_call":
+            repeat = "repeat_tool_name" in self.quirks
             for index, (name, args) in enumerate(behavior.tool_calls):
                 arguments = json.dumps(args)
-                half = len(arguments) // 2
-                yield chunk(
-                    {
-                        "tool_calls": [
-                            {
-                                "index": index,
-                                "id": f"call_{uuid.uuid4().hex[:12]}",
-                                "type": "function",
-                                "function": {"name": name, "arguments": arguments[:half]},
-                            }
-                        ]
-                    }
-                )
-                yield chunk(
-                    {"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]}
-                )
+                call_id = f"call_{uuid.uuid4().hex[:12]}"
+                third = max(len(arguments) // 3, 1)
+                pieces = [arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
+                for n, piece in enumerate(pieces):
+                    call: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
+                    if n == 0 or repeat:
+                        call.update(id=call_id, type="function")
+                        call["function"] = {"name": name, "arguments": piece}
+                    yield chunk({"tool_calls": [call]})
             finish, output = "tool_calls", json.dumps([a for _, a in behavior.tool_calls])
         else:
             output = behavior.text
@@ -294,6 +371,20 @@ class FakeUpstream:
                     await asyncio.sleep(behavior.stall_seconds)
                 if behavior.kind == "malformed" and n >= behavior.drop_after_tokens:
                     yield b'data: {"id": "broken", "choices": [{"delta": \n\n'
+                    return
+                if behavior.kind == "error_in_200" and n >= behavior.drop_after_tokens:
+                    # OpenRouter: a `data:` event with `error` (and a finish_reason "error").
+                    event = {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": served,
+                        **(behavior.error_body or {"error": {"code": 502, "message": "x"}}),
+                        "choices": [
+                            {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
+                        ],
+                    }
+                    yield f"data: {json.dumps(event)}\n\n".encode()
                     return
                 yield chunk({"content": word})
                 if interval:

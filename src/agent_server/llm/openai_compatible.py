@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Self
 
+import httpx
 import openai
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessageChunk
@@ -195,6 +196,7 @@ def make_openai_compatible_model(
     *,
     provider: Provider | None = None,
     fallback_ids: list[str] | None = None,
+    http_async_client: httpx.AsyncClient | None = None,
 ) -> ChatOpenAI:
     """One upstream model of `provider` (default: the `OPENROUTER_*` shorthand). Retries
     are ours (the fallback chain), not the SDK's: the SDK's silent retries would hide
@@ -230,4 +232,6 @@ def make_openai_compatible_model(
         extra_body=extra_body or None,
         default_headers={"X-Title": "agent-server", **provider.headers},
         compat=provider.compat,
+        # None: langchain-openai's shared client for this base URL and timeout.
+        http_async_client=http_async_client,
     )
