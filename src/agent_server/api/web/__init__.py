@@ -1,0 +1,1 @@
+"""The built-in chat page: `GET /` and its assets under `/static/`."""
