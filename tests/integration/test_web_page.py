@@ -27,11 +27,6 @@ from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text
 from tests.support.servers import serve_in_thread
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-Browser = playwright_api.Browser
-Page = playwright_api.Page
-expect = playwright_api.expect
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -53,6 +48,15 @@ WAIT_MS = 15_000
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+try:
+    from playwright import sync_api as playwright_api
+except ImportError:  # the dev extra; under CI a missing browser driver fails the run
+    if _in_ci():
+        raise
+    pytest.skip("playwright is not installed (pip install -e '.[dev]')", allow_module_level=True)
+expect = playwright_api.expect
 
 
 @pytest.fixture(scope="module")
