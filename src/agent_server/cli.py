@@ -46,8 +46,9 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         log_config=None,  # ours (structlog) stays in charge
         proxy_headers=True,
-        # httptools with MAX_HEADER_BYTES/MAX_HEADERS enforced before the head is buffered.
-        http=bounded_http_protocol(settings.max_header_bytes, settings.max_headers),
+        # httptools with MAX_HEADER_BYTES/MAX_HEADERS/HEADER_TIMEOUT_SECONDS enforced in the
+        # parser, before the head is buffered.
+        http=bounded_http_protocol(settings),
         # SIGTERM: stop accepting, give running turns the grace period (streams end
         # themselves with `shutting_down` at its end), then close what is left.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds + 5,

@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     enforces it in the HTTP parser, before the head is buffered (see `api/http_limits.py`)."""
     max_headers: int = Field(100, ge=8, le=10_000)
     """Most request header fields: 431 above."""
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    """A request head must arrive whole within this of its first byte (408 otherwise;
+    `agent-server serve` only): a client dribbling headers cannot hold a connection."""
     metrics_require_key: bool = True
     """`/metrics` needs an API key like `/api` (Prometheus: `authorization.credentials`);
     false opens it to anyone who can reach the port."""

@@ -158,6 +158,33 @@ def test_keep_alive_connection_counts_each_head_afresh(served: ServerProcess) ->
             assert _read_response(sock)[0] == 200
 
 
+def test_slow_head_gets_408(tmp_path: Path) -> None:
+    """Slowloris: a head dribbled in (or left unfinished) is cut off with 408 after
+    HEADER_TIMEOUT_SECONDS; a normal request on the same server is unaffected."""
+    env = base_env(tmp_path / "data", HEADER_TIMEOUT_SECONDS="1")
+    with server_process(env, tmp_path / "server.log") as server:
+        port = _port(server.url)
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"X-Slow: a")  # and never the rest
+            status, _, body = _read_response(sock)
+            assert sock.recv(1) == b""  # closed after the answer
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            try:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                for _ in range(40):  # one byte every 0.1 s: 4 s, never finishing
+                    sock.sendall(b"a")
+                    time.sleep(0.1)
+            except OSError:
+                pass  # the server closed on us
+            dribbled_status, _, _ = _read_response(sock)
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert status == 408
+    error = json.loads(body)["error"]
+    assert error["code"] == "header_timeout" and error["request_id"]
+    assert dribbled_status == 408
+
+
 async def test_header_limits_under_any_server(tmp_path: Path) -> None:
     """The middleware applies the limits to parsed headers (here under the tests'
     plain uvicorn), in our JSON shape with the request id."""

@@ -9,9 +9,12 @@ httptools has nothing comparable.)
 
 `BoundedHttpToolsProtocol` counts the head's bytes as they arrive, before they
 reach the parser, and its header fields as they are parsed; over either limit it
-answers 431 in our JSON error shape, half-closes, discards whatever else the
-client sends for a moment (so the client reads the answer rather than a reset)
-and closes. Written by hand because no maintained server offers this for
+answers 431 in our JSON error shape. A head must also arrive whole within
+`HEADER_TIMEOUT_SECONDS` of its first byte, else 408 (uvicorn bounds only the idle
+time between requests, so a client dribbling one header byte at a time could hold
+a connection forever: slowloris). After a refusal it half-closes, discards what
+the client still sends for a moment (so the client reads the answer rather than a
+reset) and closes. Written by hand because no maintained server offers this for
 httptools; it overrides four documented `asyncio.Protocol`/parser callbacks and
 otherwise leaves uvicorn's protocol untouched.
 
@@ -24,8 +27,10 @@ parsed headers under any server, but only the parser limit protects memory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,8 +38,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from agent_server.config import Settings
 
 HEADERS_TOO_LARGE = "headers_too_large"
+HEADER_TIMEOUT = "header_timeout"
 LINGER_SECONDS = 2.0
-"""After a 431, how long the rest of the client's head is read and dropped before closing."""
+"""After a refusal, how long the rest of the client's head is read and dropped before closing."""
 _HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
 _DEFAULTS = Settings.model_fields
 
@@ -54,6 +60,7 @@ class _Refused(Exception):
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: int = _DEFAULTS["max_header_bytes"].default
     max_headers: int = _DEFAULTS["max_headers"].default
+    header_timeout_seconds: float = _DEFAULTS["header_timeout_seconds"].default
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,13 +69,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_tail = b""
         self._header_count = 0
         self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # lingering: drop what the client still sends
             return
-        if self._in_head and self._head_over_limit(data):
-            self._refuse(too_large_message(self.max_header_bytes))
-            return
+        if self._in_head:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(
+                    self.header_timeout_seconds, self._head_timed_out
+                )
+            if self._head_over_limit(data):
+                self._refuse(431, HEADERS_TOO_LARGE, too_large_message(self.max_header_bytes))
+                return
         super().data_received(data)
 
     def _head_over_limit(self, data: bytes) -> bool:
@@ -83,12 +96,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.max_headers:
-            self._refuse(too_many_message(self.max_headers))
+            self._refuse(431, HEADERS_TOO_LARGE, too_many_message(self.max_headers))
             raise _Refused  # httptools stops parsing; send_400_response stays quiet
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._cancel_head_timer()
         self._head_bytes, self._head_tail, self._header_count = 0, b"", 0
         super().on_headers_complete()
 
@@ -96,24 +110,49 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True  # the next request on this connection starts its head
         super().on_message_complete()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self._refused or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head waits behind a response still being written (a stream):
+            # bounded by that response, so wait again rather than cut it off.
+            self._head_timer = self.loop.call_later(
+                self.header_timeout_seconds, self._head_timed_out
+            )
+            return
+        message = f"request headers not received within {self.header_timeout_seconds:g} s"
+        self._refuse(408, HEADER_TIMEOUT, message)
+
     def send_400_response(self, msg: str) -> None:
         if not self._refused:
             super().send_400_response(msg)
 
-    def _refuse(self, message: str) -> None:
+    def _refuse(self, status: int, code: str, message: str) -> None:
         self._refused = True
+        self._cancel_head_timer()
         transport = self.transport
         if self.cycle is not None and not self.cycle.response_complete:
             transport.close()  # an earlier pipelined response is still being written
             return
-        error = {"code": HEADERS_TOO_LARGE, "message": message, "request_id": uuid.uuid4().hex}
+        error = {"code": code, "message": message, "request_id": uuid.uuid4().hex}
         body = json.dumps({"error": error}).encode()
-        transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\n"
-            b"connection: close\r\n\r\n" + body
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            "content-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
         )
+        transport.write(head.encode("ascii") + body)
         if transport.can_write_eof():
             transport.write_eof()
             self.loop.call_later(LINGER_SECONDS, transport.close)
@@ -121,10 +160,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
 
 
-def bounded_http_protocol(max_header_bytes: int, max_headers: int) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's `http=` with these limits."""
-    return type(
-        "BoundedHttpToolsProtocol",
-        (BoundedHttpToolsProtocol,),
-        {"max_header_bytes": max_header_bytes, "max_headers": max_headers},
-    )
+def bounded_http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's `http=` with the configured limits."""
+    limits = {
+        "max_header_bytes": settings.max_header_bytes,
+        "max_headers": settings.max_headers,
+        "header_timeout_seconds": settings.header_timeout_seconds,
+    }
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), limits)
