@@ -28,6 +28,8 @@ from agent_server.llm.offline import (
     count_tokens,
     describe_tool_result,
     detect_intent,
+    detect_intents,
+    detect_language,
     split_stream_chunks,
 )
 
@@ -90,7 +92,15 @@ def search(query: str) -> str:
     return json.dumps({"success": True, "query": query, "results": []})
 
 
-ALL_TOOLS = [calculator, weather, search]
+@tool
+def units(value: float, from_unit: str, to_unit: str) -> str:
+    """Convert a value between units."""
+    from agent_server.tools.units import convert
+
+    return json.dumps(convert(value, from_unit, to_unit))
+
+
+ALL_TOOLS = [calculator, weather, search, units]
 
 
 @pytest.fixture
@@ -625,3 +635,206 @@ async def test_langgraph_streams_tokens(model: OfflineChatModel) -> None:
     assert streamed_text == expected
     # Word-by-word: many chunks, not one blob.
     assert len([c for c in agent_chunks if c.content]) == len(expected.split())
+
+
+# ----------------------------------------------------------------------------------------
+# A first run that makes sense (issue 21): English and Korean, several intents per message
+# ----------------------------------------------------------------------------------------
+
+FIRST_RUN_CASES: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
+    # arithmetic in words and with percentages
+    ("What's 15% of 80?", [("calculator", {"expression": "(15 / 100) * 80"})]),
+    ("what is 15 percent of 200", [("calculator", {"expression": "(15 / 100) * 200"})]),
+    ("what is 2 to the power of 10", [("calculator", {"expression": "2 ^ 10"})]),
+    ("what is two plus three", [("calculator", {"expression": "2 + 3"})]),
+    ("what is twenty-one times 2", [("calculator", {"expression": "21 * 2"})]),
+    ("what's 7 squared?", [("calculator", {"expression": "7^2"})]),
+    ("what is the square root of 16", [("calculator", {"expression": "sqrt(16)"})]),
+    ("Calculate 10 * 20", [("calculator", {"expression": "10 * 20"})]),
+    # unit conversions
+    (
+        "convert 10 km to miles",
+        [("units", {"value": 10, "from_unit": "km", "to_unit": "miles"})],
+    ),
+    (
+        "What's 100°F in Celsius?",
+        [("units", {"value": 100, "from_unit": "°F", "to_unit": "Celsius"})],
+    ),
+    (
+        "how many feet are in a mile?",
+        [("units", {"value": 1, "from_unit": "mile", "to_unit": "feet"})],
+    ),
+    ("2.5 kg in pounds", [("units", {"value": 2.5, "from_unit": "kg", "to_unit": "pounds"})]),
+    # several intents, one round
+    (
+        "what is 2+2 and what's the weather in Paris",
+        [("calculator", {"expression": "2+2"}), ("weather", {"location": "Paris"})],
+    ),
+    (
+        "What's 15% of 80? And the weather in Seoul?",
+        [("calculator", {"expression": "(15 / 100) * 80"}), ("weather", {"location": "Seoul"})],
+    ),
+    (
+        "convert 5 miles to km; search for fallback",
+        [
+            ("units", {"value": 5, "from_unit": "miles", "to_unit": "km"}),
+            ("search", {"query": "fallback"}),
+        ],
+    ),
+    # "and" inside one request stays one request
+    ("search for salt and pepper", [("search", {"query": "salt and pepper"})]),
+    ("weather in Seoul and Busan", [("weather", {"location": "Seoul and Busan"})]),
+    # Korean
+    ("123 * 456 은 얼마야?", [("calculator", {"expression": "123 * 456"})]),
+    ("2 더하기 3은?", [("calculator", {"expression": "2 + 3"})]),
+    ("80의 15%는 얼마야?", [("calculator", {"expression": "(15 / 100) * 80"})]),
+    ("계산해줘: 2^10", [("calculator", {"expression": "2^10"})]),
+    ("서울 날씨 어때?", [("weather", {"location": "서울"})]),
+    ("오늘 부산의 기온은?", [("weather", {"location": "부산"})]),
+    ("검색 fallback", [("search", {"query": "fallback"})]),
+    ("LangGraph 검색해줘", [("search", {"query": "LangGraph"})]),
+    ("fallback에 대해 알려줘", [("search", {"query": "fallback"})]),
+    ("체크포인트가 뭐야?", [("search", {"query": "체크포인트"})]),
+    (
+        "10 킬로미터는 몇 마일이야?",
+        [("units", {"value": 10, "from_unit": "킬로미터", "to_unit": "마일"})],
+    ),
+    ("10km를 마일로 바꿔줘", [("units", {"value": 10, "from_unit": "km", "to_unit": "마일"})]),
+    (
+        "서울 날씨 어때? 그리고 2+2는 얼마야?",
+        [("weather", {"location": "서울"}), ("calculator", {"expression": "2+2"})],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FIRST_RUN_CASES)
+async def test_first_run_intents_become_tool_calls_in_one_round(
+    bound: Any, text: str, expected: list[tuple[str, dict[str, Any]]]
+) -> None:
+    assert [(i.tool, i.args) for i in detect_intents(text)] == expected
+    message = await bound.ainvoke([HumanMessage(text)])
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == expected
+    assert len({c["id"] for c in message.tool_calls}) == len(expected)
+    assert message.content == ""
+
+
+SMALL_TALK_CASES = [
+    ("hi", "Hello!"),
+    ("Hello, who are you?", "Hello!"),
+    ("thanks!", "You're welcome!"),
+    ("Thank you so much", "You're welcome!"),
+    ("what can you do?", "I'm agent-server's offline model"),
+    ("help", "I'm agent-server's offline model"),
+    ("안녕하세요", "안녕하세요!"),
+    ("고마워", "천만에요!"),
+    ("너는 누구야?", "저는 agent-server의 오프라인 모델입니다"),
+]
+
+
+@pytest.mark.parametrize(("text", "start"), SMALL_TALK_CASES)
+async def test_small_talk_gets_a_greeting_and_what_it_can_do(
+    bound: Any, text: str, start: str
+) -> None:
+    message = await bound.ainvoke([HumanMessage(text)])
+    assert message.tool_calls == []  # not a search for "you"
+    assert message.content.startswith(start)
+    korean = detect_language(text) == "ko"
+    assert ("오프라인 모델" if korean else "offline model") in message.content
+    # Honest about being rules, not a language model.
+    assert ("규칙" if korean else "rules instead of a real language model") in message.content
+
+
+ANSWER_LANGUAGE_CASES = [
+    (
+        "서울 날씨 어때?",
+        "weather",
+        {"location": "서울"},
+        WEATHER_OK,
+        "Seoul, South Korea의 날씨: Partly cloudy, 12.3 °C (체감 10.1 °C), 습도 60%, "
+        "바람 8.2 km/h.",
+    ),
+    (
+        "검색 sourdough",
+        "search",
+        {"query": "sourdough"},
+        {"success": True, "query": "sourdough", "results": []},
+        '지식 베이스에서 "sourdough"에 대한 결과를 찾지 못했습니다.',
+    ),
+    (
+        "123 * 456 은 얼마야?",
+        "calculator",
+        {"expression": "123 * 456"},
+        {"success": True, "expression": "123 * 456", "result": 56088},
+        "123 * 456 = 56088",
+    ),
+    (
+        "convert 10 km to miles",
+        "units",
+        {"value": 10, "from_unit": "km", "to_unit": "miles"},
+        {
+            "success": True,
+            "value": 10,
+            "from_symbol": "km",
+            "to_symbol": "mi",
+            "result": 6.213711922,
+        },
+        "10 km = 6.21371 mi",
+    ),
+    (
+        "convert 10 km to kg",
+        "units",
+        {"value": 10, "from_unit": "km", "to_unit": "kg"},
+        {"success": False, "value": 10, "error": "cannot convert length (km) to mass (kg)"},
+        "I couldn't convert 10 km to kg: cannot convert length (km) to mass (kg).",
+    ),
+]
+
+
+@pytest.mark.parametrize(("question", "name", "args", "result", "expected"), ANSWER_LANGUAGE_CASES)
+async def test_answers_in_the_language_of_the_question(
+    bound: Any, question: str, name: str, args: dict, result: dict, expected: str
+) -> None:
+    call_id = f"call_{name}"
+    messages = [
+        HumanMessage(question),
+        AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id}]),
+        ToolMessage(content=json.dumps(result), tool_call_id=call_id, name=name),
+    ]
+    message = await bound.ainvoke(messages)
+    assert message.content == expected
+
+
+async def test_korean_tools_disabled_reply_is_korean(model: OfflineChatModel) -> None:
+    message = await model.ainvoke([HumanMessage("서울 날씨 어때?")])
+    assert message.tool_calls == []
+    assert "날씨 도구" in message.content
+    assert "오프라인 모델" in message.content
+
+
+async def test_multi_intent_runs_only_the_bound_tools(model: OfflineChatModel) -> None:
+    runnable = model.bind_tools([calculator])
+    message = await runnable.ainvoke([HumanMessage("what is 2+2 and what's the weather in Paris")])
+    assert [c["name"] for c in message.tool_calls] == ["calculator"]
+
+
+async def test_multi_intent_graph_answers_both(model: OfflineChatModel) -> None:
+    graph = _build_graph(model)
+    result = await graph.ainvoke(
+        {"messages": [HumanMessage("what is 2+2 and what's the weather in Paris")]}
+    )
+    messages = result["messages"]
+    assert [type(m).__name__ for m in messages] == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "ToolMessage",
+        "AIMessage",
+    ]
+    lines = messages[-1].content.split("\n")
+    assert lines[0] == "2+2 = 4"
+    assert lines[1].startswith("The weather in Paris:")
+
+
+def test_intents_are_capped_per_message() -> None:
+    text = " and ".join(f"what is {i}+{i}" for i in range(10))
+    assert len(detect_intents(text)) == 4

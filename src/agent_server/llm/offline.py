@@ -51,6 +51,8 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
+from agent_server.tools import units
+
 __all__ = [
     "INTRO",
     "MODEL_ID",
@@ -69,15 +71,19 @@ __all__ = [
 MODEL_ID = "offline"
 """Model id under which the registry exposes this model."""
 
-ToolName = Literal["calculator", "weather", "search"]
+ToolName = Literal["calculator", "weather", "search", "units"]
 
 # Argument name each tool expects, matching the project's tool signatures:
-# calculator(expression), weather(location), search(query).
+# calculator(expression), weather(location), search(query), units(value, from_unit, to_unit).
 _DEFAULT_ARG: Mapping[ToolName, str] = {
     "calculator": "expression",
     "weather": "location",
     "search": "query",
+    "units": "value",
 }
+
+Language = Literal["en", "ko"]
+"""The languages the rules understand and answer in."""
 
 # ---------------------------------------------------------------------------------------------
 # Token counting
@@ -179,15 +185,31 @@ def _count_input_tokens(messages: Sequence[BaseMessage]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Intent:
-    """A tool the user's message asks for, with the tool's single argument value."""
+    """A tool the user's message asks for, with the tool's main argument value (and, for
+    tools with several parameters, the others as ``extra`` name/value pairs)."""
 
     tool: ToolName
-    value: str
+    value: Any
+    extra: tuple[tuple[str, Any], ...] = ()
 
     @property
-    def args(self) -> dict[str, str]:
+    def args(self) -> dict[str, Any]:
         """Arguments under the tool's default parameter name, e.g. ``{"query": "x"}``."""
-        return {_DEFAULT_ARG[self.tool]: self.value}
+        return {_DEFAULT_ARG[self.tool]: self.value, **dict(self.extra)}
+
+
+def _is_hangul(ch: str) -> bool:
+    return "\uac00" <= ch <= "\ud7a3" or "\u1100" <= ch <= "\u11ff" or "\u3131" <= ch <= "\u318e"
+
+
+def detect_language(text: str) -> Language:
+    """Korean if the text has any Hangul (in its first `MAX_CLASSIFIED_CHARS`), else English.
+
+    Mixed messages ("fallback이 뭐야?") are Korean: the Hangul carries the sentence.
+    """
+    if text.isascii():
+        return "en"
+    return "ko" if any(_is_hangul(ch) for ch in text[:MAX_CLASSIFIED_CHARS]) else "en"
 
 
 # Polite lead-ins that carry no meaning for routing ("please", "can you", "hey, ...").
@@ -280,11 +302,32 @@ def _clean_location(raw: str) -> str:
     return location.strip(" \"'")
 
 
-def _detect_weather(text: str) -> Intent | None:
-    for pattern in _WEATHER_RES:
+# "서울 날씨 어때?", "오늘 부산의 기온은?", "내일 제주도 날씨 알려줘": the place comes first.
+_KO_WEATHER_RE = _rx(r"^(?P<location>.+?)\s*(?:의\s*)?(?:날씨|기온|온도|일기\s*예보)")
+_KO_TIME_WORDS = ("오늘", "지금", "현재", "내일", "모레", "이번 주", "이번주", "주말")
+
+
+def _clean_korean_location(raw: str) -> str:
+    words = [w for w in raw.split() if w not in _KO_TIME_WORDS]
+    return " ".join(words).strip(" ,.?!\"'")
+
+
+# Every English weather pattern has one of these; without one, the three searches are skipped.
+_WEATHER_HINTS = ("weather", "temp", "forecast", "how", "is it")
+
+
+def _detect_weather(text: str, language: Language = "en") -> Intent | None:
+    lowered = text.lower()
+    for pattern in _WEATHER_RES if any(hint in lowered for hint in _WEATHER_HINTS) else ():
         match = pattern.search(text)
         if match:
             location = _clean_location(match.group("location"))
+            if location and any(ch.isalpha() for ch in location):
+                return Intent("weather", location)
+    if language == "ko":
+        match = _KO_WEATHER_RE.match(text)
+        if match:
+            location = _clean_korean_location(match.group("location"))
             if location and any(ch.isalpha() for ch in location):
                 return Intent("weather", location)
     return None
@@ -361,17 +404,157 @@ def _is_arithmetic(expression: str) -> bool:
     return has_operand and (has_operator or has_call)
 
 
-def _arithmetic_expression(text: str) -> str | None:
+_NUMBER = r"\d+(?:\.\d+)?"
+# "15% of 80", "15 percent of 80" -> "(15 / 100) * 80"; "80의 15%" (Korean order) likewise.
+_PERCENT_OF_RE = _rx(rf"(?P<p>{_NUMBER})\s*(?:%|percent\b|per\s*cent\b)\s*of\b")
+_KO_PERCENT_OF_RE = _rx(rf"(?P<base>{_NUMBER})\s*의\s*(?P<p>{_NUMBER})\s*(?:%|퍼센트|프로)")
+# "2 squared", "3 cubed", "the square root of 16".
+_POWER_WORD_RE = _rx(r"\s*\b(?:squared|cubed)\b")
+_SQUARE_ROOT_RE = _rx(rf"\b(?:the\s+)?square\s+root\s+of\s+(?P<n>{_NUMBER})")
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_NUMBER_WORDS: Mapping[str, int] = {word: value for value, word in enumerate(_ONES)} | {
+    word: 20 + 10 * index for index, word in enumerate(_TENS)
+}
+_NUMBER_WORD_RE = _rx(
+    r"\b(?P<tens>twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)(?:[\s-]+"
+    r"(?P<unit>one|two|three|four|five|six|seven|eight|nine)\b)?"
+    r"|\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen"
+    r"|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)\b"
+)
+# Korean: "123 * 456 은 얼마야?", "2 더하기 3은?", "계산해줘: 2^10".
+_KO_OPERATORS: Mapping[str, str] = {
+    "더하기": "+",
+    "빼기": "-",
+    "곱하기": "*",
+    "나누기": "/",
+    "의 제곱": "^2",
+}
+_KO_OPERATOR_RE = _rx(r"\s*(?:더하기|빼기|곱하기|나누기)\s*|\s*의\s*제곱")
+_KO_ARITH_PREFIX_RE = _rx(r"^(?:계산(?:해\s*(?:줘|주세요|봐))?|계산기)\s*:?\s*")
+_KO_ARITH_SUFFIX_RE = _rx(
+    r"\s*(?:은|는|이|가|을|를)?\s*(?:얼마(?:야|예요|에요|인가요|입니까|지|니|일까)?|몇이야|몇이에요"
+    r"|계산해?\s*(?:줘|주세요|봐)?|뭐야|답은)?\s*[?\x{ff1f}.!]*\s*$"
+)
+
+
+def _number_words(text: str) -> str:
+    def replace(match: Any) -> str:
+        tens = match.group("tens")
+        if tens:
+            unit = match.group("unit")
+            return str(_NUMBER_WORDS[tens.lower()] + (_NUMBER_WORDS[unit.lower()] if unit else 0))
+        return str(_NUMBER_WORDS[match.group().lower()])
+
+    return _NUMBER_WORD_RE.sub(replace, text)
+
+
+def _arithmetic_expression(text: str, language: Language = "en") -> str | None:
     """Return the calculator expression in ``text`` (verb and trailing ?/. removed), if any."""
-    verb = _ARITH_VERB_RE.match(text)
-    rest = text[verb.end() :] if verb else text
-    rest = _strip_trailer(rest, _ARITH_TRAILER_CHARS, _ARITH_TRAILER_WORDS).strip()
-    rest = _WORD_OPERATOR_RE.sub(
-        lambda match: _WORD_OPERATORS[" ".join(match.group().lower().split())], rest
-    )
+    if language == "ko":
+        prefix = _KO_ARITH_PREFIX_RE.match(text)
+        rest = text[prefix.end() :] if prefix else text
+        suffix = _KO_ARITH_SUFFIX_RE.search(rest)
+        rest = rest[: suffix.start()] if suffix else rest
+        rest = _KO_PERCENT_OF_RE.sub(lambda m: f"({m.group('p')} / 100) * {m.group('base')}", rest)
+        rest = _KO_OPERATOR_RE.sub(
+            lambda m: (
+                " " + _KO_OPERATORS[" ".join(m.group().split()).replace("의제곱", "의 제곱")] + " "
+            ),
+            rest,
+        ).strip()
+    else:
+        verb = _ARITH_VERB_RE.match(text)
+        rest = text[verb.end() :] if verb else text
+        rest = _strip_trailer(rest, _ARITH_TRAILER_CHARS, _ARITH_TRAILER_WORDS).strip()
+        if any(ch.isalpha() for ch in rest):  # words to turn into symbols
+            rest = _PERCENT_OF_RE.sub(lambda m: f"({m.group('p')} / 100) *", rest)
+            rest = _SQUARE_ROOT_RE.sub(lambda m: f"sqrt({m.group('n')})", rest)
+            rest = _POWER_WORD_RE.sub(
+                lambda m: "^2" if m.group().strip().lower() == "squared" else "^3", rest
+            )
+            rest = _number_words(rest)
+            rest = _WORD_OPERATOR_RE.sub(
+                lambda match: _WORD_OPERATORS[" ".join(match.group().lower().split())], rest
+            )
     if not rest or not _is_arithmetic(rest):
         return None
     return rest.translate(_UNICODE_OPERATORS)
+
+
+# --- units -----------------------------------------------------------------------------------
+
+# "convert 10 km to miles", "100°F in celsius", "what is 5 kg in pounds"
+_UNITS_RE = _rx(
+    r"^(?:convert\s+|change\s+|what\s+is\s+|what'?s\s+|what\x{2019}s\s+|how\s+much\s+is\s+)?"
+    rf"(?P<value>-?{_NUMBER})\s*(?P<source>[^\d\s].*?)\s+(?:to|in|into|as)\s+(?P<target>\D+?)$"
+)
+# "how many feet are in a mile", "how many ml in 2 cups", "how many miles is 10 km"
+_HOW_MANY_RE = _rx(
+    r"^how\s+many\s+(?P<target>\D+?)\s+(?:are\s+there\s+in|are\s+in|in|is|are|make)\s+"
+    rf"(?:(?P<value>-?{_NUMBER})\s*|an?\s+|one\s+)?(?P<source>\D+?)$"
+)
+# "10 킬로미터는 몇 마일이야?", "10km를 마일로 바꿔줘" ("섭씨 30도는 화씨로 몇 도야?" is not).
+_KO_UNITS_RE = _rx(
+    rf"^(?P<value>-?{_NUMBER})\s*(?P<source>[^\d\s]+?)\s*(?:은|는|을|를|이|가)?\s+"
+    r"(?:몇\s*)?(?P<target>[^\d\s]+?)\s*(?:로|으로)?\s*"
+    r"(?:바꿔\s*(?:줘|주세요)?|변환해?\s*(?:줘|주세요)?|환산해?\s*(?:줘|주세요)?|이야|인가요|야|예요"
+    r"|이에요|일까|이지|지)?\s*[?\x{ff1f}.!]*$"
+)
+_KO_PARTICLES = ("으로", "로", "은", "는", "을", "를", "이", "가")
+
+
+def _unit_name(raw: str, language: Language) -> str | None:
+    name = raw.strip(" .?!\"'")
+    if units.find_unit(name):
+        return name
+    if language == "ko":
+        for particle in _KO_PARTICLES:
+            if name.endswith(particle) and units.find_unit(name[: -len(particle)]):
+                return name[: -len(particle)]
+    return None
+
+
+def _detect_units(text: str, language: Language) -> Intent | None:
+    """A unit conversion: a number and two units the `units` tool knows."""
+    if language == "ko":
+        match = _KO_UNITS_RE.match(text)
+    else:
+        text = _strip_trailer(text, " ?.!", ("please",))
+        match = _UNITS_RE.match(text) or _HOW_MANY_RE.match(text)
+    if not match:
+        return None
+    source = _unit_name(match.group("source"), language)
+    target = _unit_name(match.group("target"), language)
+    if not source or not target:
+        return None
+    value = float(match.group("value") or 1)
+    return Intent(
+        "units",
+        int(value) if value.is_integer() else value,
+        (("from_unit", source), ("to_unit", target)),
+    )
 
 
 # --- search --------------------------------------------------------------------------------
@@ -395,40 +578,129 @@ _QUOTES = "\"'`\u201c\u201d\u2018\u2019"  # straight, back and curly quotes
 _WEATHER_ONLY_RE = _rx(r"^(?:the\s+)?(?:weather|temperature|forecast)\b")
 
 
-def _search_query(text: str) -> str | None:
+# Korean: "검색 fallback", "fallback 검색해줘", "fallback에 대해 알려줘", "fallback이 뭐야?"
+_KO_SEARCH_RES: tuple[Any, ...] = (
+    _rx(r"(?s)^(?:검색|찾아\s*(?:줘|주세요|봐))\s*:?\s*(?P<query>.+)$"),
+    _rx(
+        r"(?s)^(?P<query>.+?)\s*(?:을|를)?\s*(?:검색(?:해\s*(?:줘|주세요|봐)?)?|찾아\s*(?:줘|주세요|봐))"
+        r"\s*[?\x{ff1f}.!]*$"
+    ),
+    _rx(
+        r"(?s)^(?P<query>.+?)\s*(?:에\s*대해서?|에\s*관해서?|에\s*대한\s*정보를?)\s*"
+        r"(?:알려\s*(?:줘|주세요)|말해\s*(?:줘|주세요)|설명해\s*(?:줘|주세요)|찾아\s*(?:줘|주세요))"
+        r"\s*[?\x{ff1f}.!]*$"
+    ),
+    _rx(
+        r"(?s)^(?P<query>.+?)\s*(?:은|는|이|가|란)?\s*(?:뭐야|뭐예요|뭐에요|무엇인가요|무엇입니까|뭔가요"
+        r"|뭐지|누구야|누구예요|누구인가요)\s*[?\x{ff1f}.!]*$"
+    ),
+)
+_KO_SEARCH_PARTICLES = ("을", "를", "은", "는", "이", "가")
+
+
+def _search_query(text: str, language: Language = "en") -> str | None:
     match = _SEARCH_RE.match(text)
-    if not match:
+    if match:
+        query = _strip_trailer(match.group("query"), _QUERY_TRAILER_CHARS, _QUERY_TRAILER_WORDS)
+    elif language == "ko":
+        match = next((m for p in _KO_SEARCH_RES if (m := p.match(text))), None)
+        if not match:
+            return None
+        query = _strip_trailer(match.group("query"), _QUERY_TRAILER_CHARS, ())
+    else:
         return None
-    query = _strip_trailer(match.group("query"), _QUERY_TRAILER_CHARS, _QUERY_TRAILER_WORDS)
     query = query.strip(_QUOTES).strip()
-    query = query.strip()
     if not query or _WEATHER_ONLY_RE.match(query):
         return None
     return query
 
 
-def detect_intent(text: str) -> Intent | None:
-    """Decide which tool, if any, a user message asks for.
+# "who are you", "what can you do", "help", "너는 누구야?", "뭘 할 수 있어?": about the model
+# itself, answered with the introduction rather than searched for.
+_ABOUT_ME_RE = _rx(
+    r"^(?:(?:who|what)\s+are\s+you|what\s+can\s+you\s+do|what\s+do\s+you\s+do"
+    r"|how\s+do\s+(?:i|you)\s+use\s+(?:you|this)|help)\b"
+    r"|^(?:너는?|넌|당신은?)\s*(?:누구|뭐)|^누구(?:야|세요|니|예요)|^(?:뭘|뭐|무엇을)\s*할\s*수\s*있"
+    r"|^도움말|^도와줘"
+)
 
-    Order matters and mirrors specificity: weather phrasings are unambiguous, arithmetic
-    must be checked before search because "what is 2 + 2" also looks like a search, and
-    search is the catch-all for "what is X" / "tell me about X".
+MAX_INTENTS = 4
+"""Tool calls one message may ask for (the parallel tools node runs them together)."""
+
+# Where one request ends and the next begins: sentence ends, ";", and "and" / "also" /
+# "then" / "그리고" between clauses. Each part must be a request on its own, or the whole
+# message is read as one ("search for salt and pepper" stays one search).
+_CLAUSE_SPLIT_RE = _rx(
+    r"\s*(?:[;?\x{ff1f}!]+|\.\s+|,?\s+(?:and\s+(?:then\s+|also\s+)?|also\s+|then\s+)"
+    r"|,?\s*그리고\s*|,\s*또\s+)"
+)
+_CONNECTORS = frozenset({"and", "also", "then", "plus", "그리고", "또"})
+# Cheap tests that skip RE2 calls (~10 us each) on the usual one-request message.
+_SPLIT_HINTS = (";", "?", "\uff1f", "!", ". ", " and ", " also ", " then ", "그리고", "또 ")
+_UNIT_HINTS = (" to ", " in ", " into ", " as ", "how many")
+
+
+def _detect_one(text: str, language: Language) -> Intent | None:
+    """The one tool a clause asks for, if any.
+
+    Order matters and mirrors specificity: unit conversions need a number and two known
+    units, weather phrasings are unambiguous, arithmetic must be checked before search
+    because "what is 2 + 2" also looks like a search, and search is the catch-all for
+    "what is X" / "tell me about X".
     """
-    text = text.strip()
-    if not text or len(text) > MAX_CLASSIFIED_CHARS:
-        return None
-    weather = _detect_weather(text)
-    if weather:
-        return weather
+    first, _, rest = text.partition(" ")
+    if rest and first.rstrip(",").lower() in _CONNECTORS:
+        text = rest.lstrip(" ,")
     polite = _POLITE_PREFIX_RE.match(text)
     body = (text[polite.end() :] if polite else text).strip()
-    expression = _arithmetic_expression(body)
+    if not body:
+        return None
+    lowered = body.lower()
+    if language == "ko" or any(hint in lowered for hint in _UNIT_HINTS):
+        conversion = _detect_units(body, language)
+        if conversion:
+            return conversion
+    weather = _detect_weather(text, language)
+    if weather:
+        return weather
+    expression = _arithmetic_expression(body, language)
     if expression:
         return Intent("calculator", expression)
-    query = _search_query(body)
+    if _ABOUT_ME_RE.match(body):
+        return None
+    query = _search_query(body, language)
     if query:
         return Intent("search", query)
     return None
+
+
+def detect_intents(text: str) -> list[Intent]:
+    """Every tool a user message asks for, in the order asked, at most `MAX_INTENTS`.
+
+    "what is 2+2 and what's the weather in Paris" gives a calculator and a weather intent;
+    a message whose parts are not each a request is read as one request.
+    """
+    text = text.strip()
+    if not text or len(text) > MAX_CLASSIFIED_CHARS:
+        return []
+    language = detect_language(text)
+    lowered = text.lower()
+    if language == "ko" or any(hint in lowered for hint in _SPLIT_HINTS):
+        parts = [part for part in _CLAUSE_SPLIT_RE.split(text) if part and part.strip()]
+    else:
+        parts = [text]
+    if len(parts) > 1:
+        found = [intent for part in parts if (intent := _detect_one(part.strip(), language))]
+        if len(found) >= 2:
+            return list(dict.fromkeys(found))[:MAX_INTENTS]
+    one = _detect_one(text, language)
+    return [one] if one else []
+
+
+def detect_intent(text: str) -> Intent | None:
+    """The first tool a user message asks for (see `detect_intents`), if any."""
+    intents = detect_intents(text)
+    return intents[0] if intents else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,46 +730,93 @@ def _fmt_error(error: Any) -> str:
     return str(error).strip().rstrip(".") if error is not None else "unknown error"
 
 
-def _calculator_answer(data: Mapping[str, Any], args: Mapping[str, Any]) -> str | None:
+# Every sentence the answers are built from, in each language (str.format templates).
+_PHRASES: Mapping[Language, Mapping[str, str]] = {
+    "en": {
+        "calc_error": "I couldn't calculate {expression}: {error}.",
+        "weather_error": "I couldn't get the weather for {location}: {error}.",
+        "weather": "The weather in {location}: {parts}.",
+        "feels_like": " (feels like {value} °C)",
+        "humidity": "humidity {value}%",
+        "wind": "wind {value} km/h",
+        "search_error": "I couldn't search the knowledge base: {error}.",
+        "search_none": 'I found nothing in the knowledge base for "{query}".',
+        "search_head": 'Here is what I found for "{query}":',
+        "units_error": "I couldn't convert {value} {source} to {target}: {error}.",
+        "tool_failed": "The {name} tool failed: {content}",
+        "tool_returned": "{name} returned: {content}",
+    },
+    "ko": {
+        "calc_error": "{expression}을(를) 계산할 수 없습니다: {error}.",
+        "weather_error": "{location}의 날씨를 가져올 수 없습니다: {error}.",
+        "weather": "{location}의 날씨: {parts}.",
+        "feels_like": " (체감 {value} °C)",
+        "humidity": "습도 {value}%",
+        "wind": "바람 {value} km/h",
+        "search_error": "지식 베이스를 검색할 수 없습니다: {error}.",
+        "search_none": '지식 베이스에서 "{query}"에 대한 결과를 찾지 못했습니다.',
+        "search_head": '"{query}"에 대한 검색 결과:',
+        "units_error": "{value} {source}을(를) {target}(으)로 변환할 수 없습니다: {error}.",
+        "tool_failed": "{name} 도구가 실패했습니다: {content}",
+        "tool_returned": "{name} 결과: {content}",
+    },
+}
+
+
+def _say(language: Language, key: str, **values: Any) -> str:
+    return _PHRASES[language][key].format(**values)
+
+
+def _calculator_answer(
+    data: Mapping[str, Any], args: Mapping[str, Any], language: Language
+) -> str | None:
     expression = data.get("expression", args.get("expression", "the expression"))
     if data.get("success") is False:
-        return f"I couldn't calculate {expression}: {_fmt_error(data.get('error'))}."
+        return _say(
+            language, "calc_error", expression=expression, error=_fmt_error(data.get("error"))
+        )
     if "result" not in data:
         return None
     return f"{expression} = {_fmt_value(data['result'])}"
 
 
-def _weather_answer(data: Mapping[str, Any], args: Mapping[str, Any]) -> str | None:
+def _weather_answer(
+    data: Mapping[str, Any], args: Mapping[str, Any], language: Language
+) -> str | None:
     location = data.get("location", args.get("location", "that location"))
     if data.get("success") is False:
-        return f"I couldn't get the weather for {location}: {_fmt_error(data.get('error'))}."
+        return _say(
+            language, "weather_error", location=location, error=_fmt_error(data.get("error"))
+        )
     parts: list[str] = []
     if data.get("conditions"):
         parts.append(str(data["conditions"]))
     if data.get("temperature_c") is not None:
         temperature = f"{_fmt_value(data['temperature_c'])} °C"
         if data.get("feels_like_c") is not None:
-            temperature += f" (feels like {_fmt_value(data['feels_like_c'])} °C)"
+            temperature += _say(language, "feels_like", value=_fmt_value(data["feels_like_c"]))
         parts.append(temperature)
     if data.get("humidity_pct") is not None:
-        parts.append(f"humidity {_fmt_value(data['humidity_pct'])}%")
+        parts.append(_say(language, "humidity", value=_fmt_value(data["humidity_pct"])))
     if data.get("wind_speed_kmh") is not None:
-        parts.append(f"wind {_fmt_value(data['wind_speed_kmh'])} km/h")
+        parts.append(_say(language, "wind", value=_fmt_value(data["wind_speed_kmh"])))
     if not parts:
         return None
-    return f"The weather in {location}: {', '.join(parts)}."
+    return _say(language, "weather", location=location, parts=", ".join(parts))
 
 
-def _search_answer(data: Mapping[str, Any], args: Mapping[str, Any]) -> str | None:
+def _search_answer(
+    data: Mapping[str, Any], args: Mapping[str, Any], language: Language
+) -> str | None:
     if data.get("success") is False:
-        return f"I couldn't search the knowledge base: {_fmt_error(data.get('error'))}."
+        return _say(language, "search_error", error=_fmt_error(data.get("error")))
     query = data.get("query", args.get("query", ""))
     results = data.get("results")
     if not isinstance(results, list):
         return None
     if not results:
-        return f'I found nothing in the knowledge base for "{query}".'
-    lines = [f'Here is what I found for "{query}":']
+        return _say(language, "search_none", query=query)
+    lines = [_say(language, "search_head", query=query)]
     for result in results[:_MAX_SEARCH_RESULTS]:
         if not isinstance(result, Mapping):
             continue
@@ -510,10 +829,39 @@ def _search_answer(data: Mapping[str, Any], args: Mapping[str, Any]) -> str | No
     return "\n".join(lines)
 
 
-_RESULT_FORMATTERS: Mapping[str, Callable[[Mapping[str, Any], Mapping[str, Any]], str | None]] = {
+def _fmt_measure(value: Any) -> str:
+    """Six significant digits are plenty for a conversion read by a person."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _fmt_value(float(f"{value:.6g}"))
+    return _fmt_value(value)
+
+
+def _units_answer(
+    data: Mapping[str, Any], args: Mapping[str, Any], language: Language
+) -> str | None:
+    value = data.get("value", args.get("value"))
+    source = data.get("from_symbol") or data.get("from_unit", args.get("from_unit", ""))
+    target = data.get("to_symbol") or data.get("to_unit", args.get("to_unit", ""))
+    if data.get("success") is False:
+        return _say(
+            language,
+            "units_error",
+            value=_fmt_measure(value),
+            source=source,
+            target=target,
+            error=_fmt_error(data.get("error")),
+        )
+    if "result" not in data:
+        return None
+    return f"{_fmt_measure(value)} {source} = {_fmt_measure(data['result'])} {target}"
+
+
+_Formatter = Callable[[Mapping[str, Any], Mapping[str, Any], Language], str | None]
+_RESULT_FORMATTERS: Mapping[str, _Formatter] = {
     "calculator": _calculator_answer,
     "weather": _weather_answer,
     "search": _search_answer,
+    "units": _units_answer,
 }
 
 
@@ -523,8 +871,9 @@ def describe_tool_result(
     *,
     status: str = "success",
     args: Mapping[str, Any] | None = None,
+    language: Language = "en",
 ) -> str:
-    """Turn one tool result into a sentence for the user.
+    """Turn one tool result into a sentence for the user, in ``language``.
 
     Known tools return JSON and get a tailored sentence; anything else (unknown tool,
     non-JSON text, unexpected shape) is reported verbatim but truncated, so the user
@@ -538,12 +887,11 @@ def describe_tool_result(
         data = None
     formatter = _RESULT_FORMATTERS.get(name)
     if formatter and isinstance(data, Mapping):
-        answer = formatter(data, args)
+        answer = formatter(data, args, language)
         if answer:
             return answer
-    if status == "error":
-        return f"The {name} tool failed: {_truncate(content, _RAW_LIMIT)}"
-    return f"{name} returned: {_truncate(content, _RAW_LIMIT)}"
+    key = "tool_failed" if status == "error" else "tool_returned"
+    return _say(language, key, name=name, content=_truncate(content, _RAW_LIMIT))
 
 
 def _trailing_tool_messages(
@@ -560,7 +908,9 @@ def _trailing_tool_messages(
     return caller, results
 
 
-def answer_from_tool_results(caller: AIMessage | None, results: Sequence[ToolMessage]) -> str:
+def answer_from_tool_results(
+    caller: AIMessage | None, results: Sequence[ToolMessage], *, language: Language = "en"
+) -> str:
     """Answer with one paragraph per tool result, in the order the tools were called.
 
     Results are matched to the caller's tool calls by ``tool_call_id`` (tools may finish in
@@ -581,6 +931,7 @@ def answer_from_tool_results(caller: AIMessage | None, results: Sequence[ToolMes
                 _content_text(result.content),
                 status=result.status,
                 args=call["args"] if call else None,
+                language=language,
             )
         )
     return "\n".join(paragraphs)
@@ -591,21 +942,61 @@ def answer_from_tool_results(caller: AIMessage | None, results: Sequence[ToolMes
 # ---------------------------------------------------------------------------------------------
 
 _GREETING_RE = _rx(
-    r"^\s*(?:hi|hello|hey|hiya|howdy|greetings|yo|good\s+(?:morning|afternoon|evening|day))\b"
+    r"^\s*(?:(?:hi|hello|hey|hiya|howdy|greetings|yo|good\s+(?:morning|afternoon|evening|day))\b"
+    r"|안녕|반가워|반갑습니다|하이\b)"
+)
+_THANKS_RE = _rx(
+    r"^\s*(?:(?:thanks|thank\s+you|thx|ty|cheers|much\s+appreciated)\b"
+    r"|고마워|고맙습니다|감사(?:합니다|해요)?|땡큐)"
 )
 
-_TOOL_LABELS: Mapping[ToolName, str] = {
-    "calculator": "the calculator",
-    "weather": "the weather tool",
-    "search": "the knowledge-base search",
+_TOOL_LABELS: Mapping[Language, Mapping[ToolName, str]] = {
+    "en": {
+        "calculator": "the calculator",
+        "weather": "the weather tool",
+        "search": "the knowledge-base search",
+        "units": "the unit converter",
+    },
+    "ko": {
+        "calculator": "계산기",
+        "weather": "날씨 도구",
+        "search": "지식 베이스 검색",
+        "units": "단위 변환기",
+    },
 }
 
 INTRO = (
     "I'm agent-server's offline model: no LLM provider is configured, so I answer with "
     "simple built-in rules instead of a real language model. I can do arithmetic with the "
-    "calculator, look up the weather and search the knowledge base. Try 'Calculate 10 * 20', "
-    "'weather in Seoul' or 'search for LangGraph'."
+    "calculator, convert units, look up the weather and search the knowledge base. Try "
+    "'Calculate 10 * 20', 'What's 15% of 80?', 'convert 10 km to miles', 'weather in Seoul' "
+    "or 'search for LangGraph'."
 )
+INTRO_KO = (
+    "저는 agent-server의 오프라인 모델입니다. LLM 제공자가 설정되지 않아서 실제 언어 모델이 아니라 "
+    "간단한 내장 규칙으로 답합니다. 계산기로 계산하고, 단위를 변환하고, 날씨를 찾고, 지식 베이스를 "
+    "검색할 수 있어요. 예: '123 * 456 은 얼마야?', '10 킬로미터는 몇 마일이야?', "
+    "'서울 날씨 어때?', '검색 fallback'."
+)
+_INTROS: Mapping[Language, str] = {"en": INTRO, "ko": INTRO_KO}
+_REPLY_PHRASES: Mapping[Language, Mapping[str, str]] = {
+    "en": {
+        "hello": "Hello!",
+        "thanks": "You're welcome!",
+        "too_long": _TOO_LONG_NOTE,
+        "disabled": "Tools are disabled for this request, so I can't run {label}.",
+        "unavailable": "{label} is not available for this request, so I can't run it.",
+    },
+    "ko": {
+        "hello": "안녕하세요!",
+        "thanks": "천만에요!",
+        "too_long": (
+            f"메시지가 규칙이 읽는 {MAX_CLASSIFIED_CHARS}자보다 길어서 요청을 찾아보지 않았습니다."
+        ),
+        "disabled": "이 요청에서는 도구가 꺼져 있어서 {label}을(를) 실행할 수 없습니다.",
+        "unavailable": "이 요청에서는 {label}을(를) 쓸 수 없어서 실행하지 못했습니다.",
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,39 +1053,49 @@ def plan_reply(
 ) -> Reply:
     """Decide the whole reply from the conversation and the bound tools (pure function).
 
-    1. Trailing tool results -> a final answer stating them.
-    2. A tool intent in the last user message and that tool bound -> one tool call.
-    3. Otherwise a short self-description, saying why a recognised request can't be run.
+    1. Trailing tool results -> a final answer stating them, in the question's language.
+    2. Tool intents in the last user message whose tools are bound -> one tool call each,
+       all in this one reply (the tools node runs them in parallel).
+    3. Otherwise a short self-description (after a greeting or "you're welcome" when the
+       message was one), saying why a recognised request can't be run.
     """
+    text = _last_human_text(messages)
+    language = detect_language(text)
     caller, results = _trailing_tool_messages(messages)
     if results:
-        return Reply(text=answer_from_tool_results(caller, results))
+        return Reply(text=answer_from_tool_results(caller, results, language=language))
 
-    text = _last_human_text(messages)
     bound = {} if tool_choice == "none" else _bound_tools(tools)
-    intent = detect_intent(text)
+    intents = detect_intents(text)
+    runnable = [intent for intent in intents if intent.tool in bound]
 
-    if intent and intent.tool in bound:
-        key = _argument_name(intent.tool, bound[intent.tool])
-        args = {key: intent.value}
-        call_id = _tool_call_id(len(messages), 0, intent.tool, _args_json(args))
-        return Reply(tool_calls=(tool_call(name=intent.tool, args=args, id=call_id),))
+    if runnable:
+        calls = []
+        for index, intent in enumerate(runnable):
+            args = intent.args
+            key = _argument_name(intent.tool, bound[intent.tool])
+            if key != _DEFAULT_ARG[intent.tool]:
+                args = {key: args.pop(_DEFAULT_ARG[intent.tool]), **args}
+            call_id = _tool_call_id(len(messages), index, intent.tool, _args_json(args))
+            calls.append(tool_call(name=intent.tool, args=args, id=call_id))
+        return Reply(tool_calls=tuple(calls))
 
+    phrases = _REPLY_PHRASES[language]
     parts: list[str] = []
     if len(text.strip()) > MAX_CLASSIFIED_CHARS:
-        parts.append(_TOO_LONG_NOTE)
+        parts.append(phrases["too_long"])
     elif _GREETING_RE.match(text):
-        parts.append("Hello!")
-    if intent and not bound:
-        parts.append(
-            f"Tools are disabled for this request, so I can't run {_TOOL_LABELS[intent.tool]}."
-        )
-    elif intent:
-        parts.append(
-            f"{_TOOL_LABELS[intent.tool].capitalize()} is not available for this request, "
-            "so I can't run it."
-        )
-    parts.append(INTRO)
+        parts.append(phrases["hello"])
+    elif _THANKS_RE.match(text):
+        parts.append(phrases["thanks"])
+    if intents:
+        label = _TOOL_LABELS[language][intents[0].tool]
+        if not bound:
+            parts.append(phrases["disabled"].format(label=label))
+        else:
+            sentence = phrases["unavailable"].format(label=label)
+            parts.append(sentence[0].upper() + sentence[1:])
+    parts.append(_INTROS[language])
     return Reply(text=" ".join(parts))
 
 
