@@ -329,7 +329,9 @@ class ModelChain:
                         reset["provider"] = entry.provider
                     emit(reset)
                 await self._after_failure(entry, failure)
-                details = {"model": spec.id, "provider": entry.provider}
+                details: dict[str, Any] = {"model": spec.id}
+                if entry.provider:
+                    details["provider"] = entry.provider
                 if failure.reason is Reason.AUTH and not entry.provider:
                     raise UpstreamAuthError(
                         "the model provider rejected our credentials", details=details
