@@ -95,6 +95,24 @@ async def _db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat(args: argparse.Namespace) -> int:
+    try:
+        from agent_server import chat_cli
+    except ImportError as exc:  # rich / httpx-sse: the `chat` extra
+        print(
+            f"agent-server chat needs the chat extra ({exc.name}): "
+            "pip install 'agent-server[chat]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.url:
+        url = args.url
+    else:
+        settings = Settings()
+        url = f"http://{settings.host}:{settings.port}"
+    return chat_cli.run(url, session_id=args.session, api_key=args.api_key)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agent-server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,11 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     db = db_cmd.add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
     db.add_parser("current", help="show the schema revision")
+    chat_cmd = commands.add_parser("chat", help="chat with a running server in the terminal")
+    chat_cmd.add_argument("--url", help="the server (default: http://HOST:PORT from settings)")
+    chat_cmd.add_argument("--session", help="continue this session id")
+    chat_cmd.add_argument("--api-key", help="sent as Authorization: Bearer")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         return serve(Settings(**overrides))
+    if args.command == "chat":
+        return _chat(args)
     if args.command == "db":
         return asyncio.run(_db(Settings(), args))
     return asyncio.run(_keys(Settings(), args))
