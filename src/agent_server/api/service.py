@@ -59,6 +59,7 @@ from agent_server.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
+from agent_server.graph.nodes.persist import STORED_TURN_KEY, StoredTurn
 from agent_server.graph.state import AgentDeps, RunOptions, TurnSummary, new_turn
 from agent_server.observability.logging import get_logger
 from agent_server.observability.metrics import Metrics
@@ -142,24 +143,30 @@ def store_errors() -> Iterator[None]:
 
 class _Progress:
     """What one run has shown so far: the turn's summary once the persist node
-    committed it (the turn is stored), and the tokens its model calls used."""
+    committed it (the turn is stored: `StoredTurn`), and the tokens its model calls
+    used (from the model node's updates)."""
 
-    __slots__ = ("summary", "tokens")
+    __slots__ = ("_tokens", "stored")
 
     def __init__(self) -> None:
-        self.summary: TurnSummary | None = None
-        self.tokens = 0
+        self.stored = StoredTurn()
+        self._tokens = 0
+
+    @property
+    def summary(self) -> TurnSummary | None:
+        return self.stored.summary
+
+    @property
+    def tokens(self) -> int:
+        summary = self.stored.summary
+        return int(summary["usage"]["total_tokens"]) if summary else self._tokens
 
     def observe(self, mode: str, chunk: Any) -> None:
         if mode != "updates" or not isinstance(chunk, dict):
             return
         model = chunk.get("model")
         if isinstance(model, dict) and isinstance(model.get("usage"), dict):
-            self.tokens = int(model["usage"].get("total_tokens", 0))
-        persisted = chunk.get("persist")
-        if isinstance(persisted, dict) and persisted.get("last_turn"):
-            self.summary = persisted["last_turn"]
-            self.tokens = int(self.summary["usage"]["total_tokens"])
+            self._tokens = int(model["usage"].get("total_tokens", 0))
 
 
 def _replayed(record: TurnRecord) -> ChatResponse:
@@ -295,6 +302,12 @@ class ChatService:
         if idempotency_key is not None:
             turn_id = idempotent_turn_id(principal, request.session_id, idempotency_key)
             fingerprint = request_fingerprint(request)
+        # A retry of a stored turn is answered from SQL before any lock: its session
+        # may still be locked by the attempt whose answer got lost.
+        if fingerprint is not None and (
+            replay := await self._stored_answer(principal, turn_id, fingerprint)
+        ):
+            return self._replay(session, turn_id, request, replay)
         held: list[str] = []
         try:
             # A keyed request on a new session locks its key instead: two copies of
@@ -310,18 +323,13 @@ class ChatService:
                         )
                     raise SessionBusy(session.id)
                 held.append(lock)
-            if fingerprint is not None:
-                replay = await self._stored_answer(principal, turn_id, fingerprint)
-                if replay is not None:
-                    await self._release(held)
-                    held.clear()
-                    return PreparedTurn(
-                        replace(session, id=replay.session_id),
-                        turn_id,
-                        request.message,
-                        RunOptions(principal=principal, new_session=new_session),
-                        replay=replay,
-                    )
+            # Asked again under the lock: the first attempt may have ended in between.
+            if fingerprint is not None and (
+                replay := await self._stored_answer(principal, turn_id, fingerprint)
+            ):
+                await self._release(held)
+                held.clear()
+                return self._replay(session, turn_id, request, replay)
             if not new_session:
                 self._remember(session)
             reservation = await self._reserve(principal, request)
@@ -350,6 +358,18 @@ class ChatService:
             held=tuple(held),
             reservation=reservation,
             fingerprint=fingerprint,
+        )
+
+    @staticmethod
+    def _replay(
+        session: SessionInfo, turn_id: str, request: ChatRequest, replay: ChatResponse
+    ) -> PreparedTurn:
+        return PreparedTurn(
+            replace(session, id=replay.session_id),
+            turn_id,
+            request.message,
+            RunOptions(principal=session.owner, new_session=request.session_id is None),
+            replay=replay,
         )
 
     async def _stored_answer(
@@ -399,8 +419,11 @@ class ChatService:
         await self._locks.try_acquire(turn.session.id)  # a fresh uuid: always free
         self._remember(turn.session)
 
-    def _config(self, turn: PreparedTurn) -> dict[str, Any]:
-        configurable: dict[str, Any] = {"thread_id": turn.session.id}
+    def _config(self, turn: PreparedTurn, progress: _Progress) -> dict[str, Any]:
+        configurable: dict[str, Any] = {
+            "thread_id": turn.session.id,
+            STORED_TURN_KEY: progress.stored,
+        }
         if turn.fingerprint is not None:
             # Read by the persist node into the turn's SQL metadata (a dict, so
             # LangGraph never copies it into checkpoint or trace metadata).
@@ -415,6 +438,7 @@ class ChatService:
     async def _run_graph(
         self,
         turn: PreparedTurn,
+        progress: _Progress,
         *,
         modes: list[str],
         stream: bool,
@@ -426,7 +450,7 @@ class ChatService:
         options = replace(turn.options, stream=True) if stream else turn.options
         graph_stream = self._graph.astream(
             self._input(turn),
-            self._config(turn),
+            self._config(turn, progress),
             context=options,
             stream_mode=modes,
             durability=self.settings.checkpoint_durability,
@@ -506,7 +530,12 @@ class ChatService:
         try:
             try:
                 items = self._run_graph(
-                    turn, modes=["updates"], stream=False, max_seconds=math.inf, shutdown=shutdown
+                    turn,
+                    progress,
+                    modes=["updates"],
+                    stream=False,
+                    max_seconds=math.inf,
+                    shutdown=shutdown,
                 )
                 async with aclosing(items):
                     async for mode, chunk in items:
@@ -576,6 +605,7 @@ class ChatService:
             try:
                 items = self._run_graph(
                     turn,
+                    progress,
                     modes=["messages", "custom", "updates"],
                     stream=True,
                     max_seconds=self.settings.max_stream_seconds,

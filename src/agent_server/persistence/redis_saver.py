@@ -92,6 +92,7 @@ from agent_server.persistence.redis_keys import (
     unpack_write,
 )
 from agent_server.persistence.redis_known import KnownCheckpoint, KnownLatest
+from agent_server.persistence.redis_time import redis_wait
 
 RedisClient = Redis | RedisCluster
 DEFAULT_KNOWN_LATEST_BYTES = 32 * 1024 * 1024
@@ -218,8 +219,22 @@ async def _exchange(conn: AbstractConnection, payload: bytes, watchdog: _Watchdo
     interval = conn.health_check_interval
     if interval and loop.time() > conn.next_health_check:
         await conn.check_health()
-    timeout = conn.socket_timeout
-    deadline = watchdog.deadline(loop, timeout) if timeout is not None else None
+    # The request's Redis time bounds this exchange too (redis_time.py).
+    with redis_wait(conn.socket_timeout) as timeout:
+        return await _timed_exchange(conn, payload, watchdog, loop, seconds=timeout)
+
+
+async def _timed_exchange(
+    conn: AbstractConnection,
+    payload: bytes,
+    watchdog: _Watchdog,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    seconds: float | None,
+) -> Any:
+    """`_exchange` under a deadline of `seconds` (the `_Watchdog`'s, not a task's)."""
+    interval = conn.health_check_interval
+    deadline = watchdog.deadline(loop, seconds) if seconds is not None else None
     try:
         try:
             conn._writer.write(payload)  # type: ignore[union-attr]

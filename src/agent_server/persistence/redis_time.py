@@ -73,6 +73,27 @@ def redis_time(seconds: float) -> Iterator[RedisTime]:
         _current.reset(token)
 
 
+@contextmanager
+def redis_wait(own_timeout: float | None) -> Iterator[float | None]:
+    """For code that talks to a connection's socket itself (the saver's `DirectLane`):
+    the timeout to use, `own_timeout` narrowed to the request's budget, which is
+    charged for the time spent inside. Raises redis-py's `TimeoutError` at once when
+    the budget is spent."""
+    budget = _current.get()
+    if budget is None:
+        yield own_timeout
+        return
+    if budget.left <= 0:
+        raise RedisTimeoutError(
+            f"this request spent its {budget.limit:g} s of Redis time; Redis is not answering"
+        )
+    started = time.monotonic()
+    try:
+        yield budget.left if own_timeout is None else min(own_timeout, budget.left)
+    finally:
+        budget.charge(time.monotonic() - started)
+
+
 class BoundedConnection(Connection):
     """A redis-py asyncio connection whose reads and writes draw on the request's
     `RedisTime` (see the module docstring)."""
@@ -94,18 +115,13 @@ class BoundedConnection(Connection):
 
     @contextmanager
     def _bounded(self, budget: RedisTime) -> Iterator[None]:
-        if budget.left <= 0:
-            raise RedisTimeoutError(
-                f"this request spent its {budget.limit:g} s of Redis time; Redis is not answering"
-            )
         own = self.socket_timeout
-        self.socket_timeout = budget.left if own is None else min(own, budget.left)
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.socket_timeout = own
-            budget.charge(time.monotonic() - started)
+        with redis_wait(own) as timeout:
+            self.socket_timeout = timeout
+            try:
+                yield
+            finally:
+                self.socket_timeout = own
 
 
 def redis_retry() -> Retry:

@@ -27,6 +27,23 @@ from agent_server.graph.state import (
 from agent_server.graph.trim import stale_messages
 from agent_server.persistence.repository import TurnRecord
 
+STORED_TURN_KEY = "stored_turn"
+"""Config key (`configurable`) of the `StoredTurn` a caller may hand the graph."""
+
+
+class StoredTurn:
+    """Filled in by the persist node the moment the turn's SQL transaction commits.
+
+    Why not the graph's output: the turn is *stored* then, and the caller must know
+    it even when LangGraph fails afterwards (the checkpoint write at the end of the
+    run), and LangGraph drops the last step's streamed updates when its exit raises.
+    """
+
+    __slots__ = ("summary",)
+
+    def __init__(self) -> None:
+        self.summary: TurnSummary | None = None
+
 
 def message_text(message: Any) -> str:
     """Text of a message whose content may be a string or a list of blocks."""
@@ -83,6 +100,9 @@ async def persist_turn(
         ),
         owner=options.principal,
     )
+    stored = configurable.get(STORED_TURN_KEY)
+    if isinstance(stored, StoredTurn):
+        stored.summary = summary
     # Only once the turn is safely in SQL: the hot state may now forget old turns.
     stale = stale_messages(messages, deps.settings.history_window)
     update: dict[str, Any] = {**turn_reset(), "last_turn": summary}
