@@ -95,6 +95,71 @@ async def _db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _models(settings: Settings) -> int:
+    """`models check`: each chain entry against its provider's `/models`; non-zero exit
+    on any entry that will not answer (or a models file that does not load)."""
+    from agent_server.llm.health import check_models, format_report
+    from agent_server.llm.models_file import ModelsFileError, from_settings
+
+    try:
+        config = from_settings(settings)
+    except ModelsFileError as exc:
+        print(f"agent-server: {exc}", file=sys.stderr)
+        return 2
+    if settings.offline_only:
+        print("no models file and no OPENROUTER_API_KEY: the offline model answers")
+        return 0
+    results = await check_models(config, request_timeout=settings.model_check_timeout_seconds)
+    print(f"chain from {config.source}:")
+    print(format_report(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+MAX_KB_FILE_CHARS = 1_000_000
+"""The same limit as a document added through `POST /api/documents`."""
+
+
+async def _kb(settings: Settings, args: argparse.Namespace) -> int:
+    """`kb load FILE...`: add Markdown or text files to the knowledge base, one document each."""
+    from pathlib import Path
+
+    from agent_server.persistence.db import create_engine
+    from agent_server.persistence.documents import DocumentStore, document_title
+
+    settings.ensure_data_dirs()
+    # The server's choice: the transcript's file when it is SQLite (FTS5), else our own.
+    url = (
+        settings.database_url
+        if settings.database_is_sqlite
+        else f"sqlite+aiosqlite:///{settings.knowledge_db_path}"
+    )
+    engine = create_engine(url)
+    failed = 0
+    try:
+        store = DocumentStore(engine)
+        for name in args.files:
+            path = Path(name)
+            try:
+                content = await asyncio.to_thread(path.read_text, encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                print(f"agent-server: cannot read {name}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            if not content.strip() or len(content) > MAX_KB_FILE_CHARS:
+                print(
+                    f"agent-server: {name} is empty or over {MAX_KB_FILE_CHARS} characters",
+                    file=sys.stderr,
+                )
+                failed += 1
+                continue
+            metadata = {"source": "kb load", "file": path.name}
+            doc = await store.add(args.owner, document_title(path.name, content), content, metadata)
+            print(f"{doc.id}  {doc.title}")
+    finally:
+        await engine.dispose()
+    return 1 if failed else 0
+
+
 def _chat(args: argparse.Namespace) -> int:
     try:
         from agent_server import chat_cli
@@ -130,6 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     db = db_cmd.add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
     db.add_parser("current", help="show the schema revision")
+    models_cmd = commands.add_parser("models", help="the model chain")
+    models = models_cmd.add_subparsers(dest="models_command", required=True)
+    models.add_parser("check", help="ask each provider's /models whether it serves its entries")
+    kb_cmd = commands.add_parser("kb", help="manage the knowledge base")
+    kb = kb_cmd.add_subparsers(dest="kb_command", required=True)
+    kb_load = kb.add_parser("load", help="add Markdown or text files, one document each")
+    kb_load.add_argument("files", nargs="+", metavar="FILE")
+    kb_load.add_argument(
+        "--owner",
+        default="*",
+        help="principal whose documents they become (default '*': every caller's search)",
+    )
     chat_cmd = commands.add_parser("chat", help="chat with a running server in the terminal")
     chat_cmd.add_argument("--url", help="the server (default: http://HOST:PORT from settings)")
     chat_cmd.add_argument("--session", help="continue this session id")
@@ -143,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         return _chat(args)
     if args.command == "db":
         return asyncio.run(_db(Settings(), args))
+    if args.command == "kb":
+        return asyncio.run(_kb(Settings(), args))
+    if args.command == "models":
+        return asyncio.run(_models(Settings()))
     return asyncio.run(_keys(Settings(), args))
 
 

@@ -7,6 +7,7 @@ shutdown. It also refuses to start on a reachable address with no API keys.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -38,6 +39,7 @@ from agent_server.api.web import router as web
 from agent_server.config import Settings
 from agent_server.gc_tuning import tune_gc
 from agent_server.graph.builder import build_graph
+from agent_server.llm.health import startup_check
 from agent_server.observability.logging import configure_logging, get_logger
 from agent_server.observability.metrics import Metrics
 from agent_server.persistence.api_keys import ApiKeyRepository
@@ -139,6 +141,8 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
                 )
                 if settings.offline_only:
                     log.warning("OPENROUTER_API_KEY is not set: answering with the offline model")
+                else:  # in the background: one warning per chain entry that will not answer
+                    stack.callback(asyncio.create_task(startup_check(settings)).cancel)
                 if own_process:
                     tune_gc(settings.gc_gen0_threshold)
                 yield
