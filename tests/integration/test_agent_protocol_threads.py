@@ -311,6 +311,21 @@ async def test_strangers_get_404_on_every_thread_route(
     for call in calls:
         with pytest.raises(NotFoundError):
             await call
+    # `wait`/`join` go through the SDK's reconnecting request: a raw HTTPStatusError.
+    for call in (
+        bob.runs.join(tid, run_id),
+        bob.runs.wait(tid, "agent", input=ask("mine now")),
+        bob.runs.wait(tid, "agent", input=ask("mine now"), if_not_exists="create"),
+    ):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await call
+        assert refused.value.response.status_code == 404
+    with pytest.raises(NotFoundError):
+        async for _ in bob.runs.join_stream(tid, run_id, last_event_id="-1"):
+            pass
+    with pytest.raises(NotFoundError):
+        async for _ in bob.runs.stream(tid, "agent", input=ask("x"), if_not_exists="create"):
+            pass
     with pytest.raises(ConflictError):  # someone else's id is never handed over
         await bob.threads.create(thread_id=tid, if_exists="do_nothing")
     assert await bob.threads.search() == []

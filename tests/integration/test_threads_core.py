@@ -1,5 +1,6 @@
-"""`Threads` on real parts: the SQL transcript (SQLite file and PostgreSQL), the app's
-embedded checkpointer and the real graph answering with the offline model.
+"""`Threads` on real parts, wired as the app wires them (`open_run_core`): the SQL
+transcript (SQLite file, PostgreSQL), the checkpointer and run store (embedded, or
+Redis), and the real graph answering with the offline model.
 
 What it pins: sessions and threads are one row (a REST session is found by search, a
 thread is listed as a session), ownership (a stranger gets 404 on every method),
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -23,10 +25,12 @@ from agent_server.graph.builder import build_graph
 from agent_server.graph.state import RunOptions, new_turn
 from agent_server.persistence.checkpointer import open_checkpointer
 from agent_server.resources import Resources, build_resources
-from agent_server.runs.store import LocalRunStore
+from agent_server.runs.core import open_run_core
+from agent_server.runs.store import RunStore
 from agent_server.runs.threads import Threads
 from tests.conftest import make_settings
 from tests.support.postgres import temporary_database
+from tests.support.redis import delete_prefix, require_redis, unique_prefix
 
 ALICE = "key:alice"
 BOB = "key:bob"
@@ -35,26 +39,36 @@ BOB = "key:bob"
 @dataclass
 class Core:
     threads: Threads
-    store: LocalRunStore
+    store: RunStore
     resources: Resources
-    graph: object
+    graph: Any
 
     async def turn(self, thread_id: str, message: str, owner: str = ALICE) -> dict:
         """One turn the way the REST surface runs it (the persist node writes SQL)."""
         turn_id = str(uuid.uuid4())
-        return await self.graph.ainvoke(  # type: ignore[attr-defined]
+        return await self.graph.ainvoke(
             new_turn(message, turn_id),
             {"configurable": {"thread_id": thread_id}, "run_id": turn_id},
             context=RunOptions(principal=owner),
         )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Core]:
+    """The app's own wiring (`open_run_core`): embedded checkpoints and run store on
+    SQLite; the same on PostgreSQL; Redis checkpoints and run store (+ SQLite SQL)."""
     if request.param == "postgres":
         async with temporary_database() as url:
             async for built in _core(tmp_path, database_url=url):
                 yield built
+    elif request.param == "redis":
+        url = require_redis()
+        prefix = unique_prefix("threads")
+        try:
+            async for built in _core(tmp_path, redis_url=url, redis_key_prefix=prefix):
+                yield built
+        finally:
+            delete_prefix(url, prefix)
     else:
         async for built in _core(tmp_path):
             yield built
@@ -65,13 +79,12 @@ async def _core(tmp_path: Path, **overrides: object) -> AsyncIterator[Core]:
     resources = build_resources(settings)
     await resources.prepare()
     try:
-        async with open_checkpointer(settings) as saver:
+        async with open_checkpointer(settings, resources.redis) as saver:
             graph = build_graph(resources.deps, checkpointer=saver)
-            store = LocalRunStore()
-            threads = Threads(
-                graph=graph, checkpointer=saver, transcript=resources.transcript, runs=store
-            )
-            yield Core(threads, store, resources, graph)
+            async with open_run_core(
+                resources, graph=graph, checkpointer=saver, metrics=resources.deps.metrics
+            ) as run_core:
+                yield Core(run_core.threads, run_core.store, resources, graph)
     finally:
         await resources.aclose()
 

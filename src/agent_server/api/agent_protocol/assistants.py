@@ -35,7 +35,7 @@ def paginate(items: list[Any], limit: int, offset: int, response: Response) -> l
     return page
 
 
-@router.post("/assistants/search")
+@router.post("/assistants/search", response_model=None)
 async def search(
     surface: Surface, body: body_of(AssistantSearch), response: Response
 ) -> list[dict[str, Any]]:
@@ -48,14 +48,14 @@ async def search(
     return [select(a, body.select) for a in paginate(items, body.limit, body.offset, response)]
 
 
-@router.post("/assistants/count")
+@router.post("/assistants/count", response_model=None)
 async def count(surface: Surface, body: body_of(AssistantCount)) -> int:
     return len(
         surface.assistants.search(graph_id=body.graph_id, name=body.name, metadata=body.metadata)
     )
 
 
-@router.get("/assistants/{assistant_id}")
+@router.get("/assistants/{assistant_id}", response_model=None)
 async def get(surface: Surface, assistant_id: str) -> dict[str, Any]:
     return surface.assistants.get(assistant_id).wire()
 
@@ -75,7 +75,7 @@ def parse_xray(value: str | None) -> bool | int:
     return depth
 
 
-@router.get("/assistants/{assistant_id}/graph")
+@router.get("/assistants/{assistant_id}/graph", response_model=None)
 async def graph(
     surface: Surface,
     assistant_id: str,
@@ -84,13 +84,14 @@ async def graph(
     return surface.assistants.get(assistant_id).drawable(parse_xray(xray))
 
 
-@router.get("/assistants/{assistant_id}/schemas")
+@router.get("/assistants/{assistant_id}/schemas", response_model=None)
 async def schemas(surface: Surface, assistant_id: str) -> dict[str, Any]:
-    return surface.assistants.get(assistant_id).schemas()
+    assistants = surface.assistants
+    return assistants.schemas(assistants.get(assistant_id))
 
 
-@router.get("/assistants/{assistant_id}/subgraphs")
-@router.get("/assistants/{assistant_id}/subgraphs/{namespace}")
+@router.get("/assistants/{assistant_id}/subgraphs", response_model=None)
+@router.get("/assistants/{assistant_id}/subgraphs/{namespace}", response_model=None)
 async def subgraphs(
     surface: Surface, assistant_id: str, namespace: str | None = None, recurse: bool = False
 ) -> dict[str, Any]:
@@ -102,7 +103,7 @@ async def subgraphs(
     }
 
 
-@router.post("/assistants/{assistant_id}/versions")
+@router.post("/assistants/{assistant_id}/versions", response_model=None)
 async def versions(
     surface: Surface, assistant_id: str, body: body_of(AssistantVersions)
 ) -> list[dict[str, Any]]:
@@ -113,7 +114,7 @@ async def versions(
     return versions[body.offset : body.offset + body.limit]
 
 
-@router.post("/assistants/{assistant_id}/latest")
+@router.post("/assistants/{assistant_id}/latest", response_model=None)
 async def latest(
     surface: Surface, assistant_id: str, body: body_of(AssistantLatest)
 ) -> dict[str, Any]:

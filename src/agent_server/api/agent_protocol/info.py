@@ -31,7 +31,7 @@ def _langgraph_version() -> str | None:
         return None
 
 
-@router.get("/info")
+@router.get("/info", response_model=None)
 async def info() -> dict[str, Any]:
     return {
         "version": PLATFORM_API_VERSION,
@@ -48,6 +48,6 @@ async def info() -> dict[str, Any]:
     }
 
 
-@probe.get("/ok")
+@probe.get("/ok", response_model=None)
 async def ok() -> dict[str, bool]:
     return {"ok": True}

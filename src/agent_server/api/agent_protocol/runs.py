@@ -230,7 +230,7 @@ Limited = [Depends(rate_limit)]
 """Starting a run counts against `RATE_LIMIT_PER_MINUTE`, as a REST message does."""
 
 
-@router.post("/threads/{thread_id}/runs", dependencies=Limited)
+@router.post("/threads/{thread_id}/runs", response_model=None, dependencies=Limited)
 async def create(
     surface: Surface,
     principal: Principal,
@@ -247,6 +247,7 @@ async def create(
 
 @router.post(
     "/threads/{thread_id}/runs/stream",
+    response_model=None,
     dependencies=Limited,
     response_class=EventSourceResponse,
 )
@@ -271,7 +272,7 @@ async def create_and_stream(
     )
 
 
-@router.post("/threads/{thread_id}/runs/wait", dependencies=Limited)
+@router.post("/threads/{thread_id}/runs/wait", response_model=None, dependencies=Limited)
 async def create_and_wait(
     surface: Surface, principal: Principal, thread_id: ThreadId, body: body_of(RunCreate)
 ) -> StreamingResponse:
@@ -283,7 +284,7 @@ async def create_and_wait(
     )
 
 
-@router.get("/threads/{thread_id}/runs")
+@router.get("/threads/{thread_id}/runs", response_model=None)
 async def list_runs(
     surface: Surface,
     principal: Principal,
@@ -307,12 +308,12 @@ async def _record(surface: AgentProtocol, principal: str, thread_id: str, run_id
     return await surface.runs.get(principal, thread_id_of(thread_id), run_id)
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}")
+@router.get("/threads/{thread_id}/runs/{run_id}", response_model=None)
 async def get(surface: Surface, principal: Principal, thread_id: ThreadId, run_id: str) -> Any:
     return run_of(await _record(surface, principal, thread_id, run_id))
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/join")
+@router.get("/threads/{thread_id}/runs/{run_id}/join", response_model=None)
 async def join(
     surface: Surface, principal: Principal, thread_id: ThreadId, run_id: str
 ) -> StreamingResponse:
@@ -320,7 +321,11 @@ async def join(
     return json_response(surface, principal, record, cancel_on_disconnect=False)
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/stream", response_class=EventSourceResponse)
+@router.get(
+    "/threads/{thread_id}/runs/{run_id}/stream",
+    response_model=None,
+    response_class=EventSourceResponse,
+)
 async def join_stream(
     request: Request,
     surface: Surface,
@@ -346,7 +351,7 @@ async def join_stream(
     )
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel", response_model=None)
 async def cancel(
     surface: Surface,
     principal: Principal,

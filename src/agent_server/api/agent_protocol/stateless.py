@@ -32,7 +32,7 @@ from agent_server.api.deps import Principal
 router = APIRouter(tags=["agent protocol"], default_response_class=WireResponse)
 
 
-@router.post("/runs", dependencies=Limited)
+@router.post("/runs", response_model=None, dependencies=Limited)
 async def create(
     surface: Surface, principal: Principal, body: body_of(RunCreate), response: Response
 ) -> Any:
@@ -41,7 +41,9 @@ async def create(
     return run_of(record)
 
 
-@router.post("/runs/stream", dependencies=Limited, response_class=EventSourceResponse)
+@router.post(
+    "/runs/stream", response_model=None, dependencies=Limited, response_class=EventSourceResponse
+)
 async def stream(
     request: Request, surface: Surface, principal: Principal, body: body_of(RunCreate)
 ) -> EventSourceResponse:
@@ -57,7 +59,7 @@ async def stream(
     )
 
 
-@router.post("/runs/wait", dependencies=Limited)
+@router.post("/runs/wait", response_model=None, dependencies=Limited)
 async def wait(
     surface: Surface, principal: Principal, body: body_of(RunCreate)
 ) -> StreamingResponse:

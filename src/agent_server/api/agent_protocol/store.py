@@ -17,11 +17,11 @@ from agent_server.api.agent_protocol.schemas import StoreNamespaces, StoreSearch
 router = APIRouter(tags=["agent protocol"])
 
 
-@router.post("/store/namespaces")
+@router.post("/store/namespaces", response_model=None)
 async def namespaces(body: body_of(StoreNamespaces)) -> dict[str, list[Any]]:
     return {"namespaces": []}
 
 
-@router.post("/store/items/search")
+@router.post("/store/items/search", response_model=None)
 async def search_items(body: body_of(StoreSearch)) -> dict[str, list[Any]]:
     return {"items": []}

@@ -41,7 +41,7 @@ def thread_id_of(raw: str) -> str:
 ThreadId = Annotated[str, Path(description="the thread (= session) id, a UUID")]
 
 
-@router.post("/threads")
+@router.post("/threads", response_model=None)
 async def create(surface: Surface, principal: Principal, body: body_of(ThreadCreate)) -> Any:
     thread = await surface.threads.create(
         principal, thread_id=body.thread_id, metadata=body.metadata, if_exists=body.if_exists
@@ -49,7 +49,7 @@ async def create(surface: Surface, principal: Principal, body: body_of(ThreadCre
     return thread_of(thread)
 
 
-@router.post("/threads/search")
+@router.post("/threads/search", response_model=None)
 async def search(
     surface: Surface, principal: Principal, body: body_of(ThreadSearch), response: Response
 ) -> Any:
@@ -77,19 +77,19 @@ async def search(
     return [select(thread_of(t), body.select) for t in threads[: body.limit]]
 
 
-@router.post("/threads/count")
+@router.post("/threads/count", response_model=None)
 async def count(surface: Surface, principal: Principal, body: body_of(ThreadCount)) -> int:
     return await surface.threads.count(
         principal, metadata=body.metadata, values=body.values, status=body.status
     )
 
 
-@router.get("/threads/{thread_id}")
+@router.get("/threads/{thread_id}", response_model=None)
 async def get(surface: Surface, principal: Principal, thread_id: ThreadId) -> Any:
     return thread_of(await surface.threads.get(principal, thread_id_of(thread_id)))
 
 
-@router.patch("/threads/{thread_id}")
+@router.patch("/threads/{thread_id}", response_model=None)
 async def patch(
     surface: Surface, principal: Principal, thread_id: ThreadId, body: body_of(ThreadPatch)
 ) -> Any:
@@ -97,13 +97,13 @@ async def patch(
     return thread_of(thread)
 
 
-@router.delete("/threads/{thread_id}", status_code=204)
+@router.delete("/threads/{thread_id}", response_model=None, status_code=204)
 async def delete(surface: Surface, principal: Principal, thread_id: ThreadId) -> Response:
     await surface.threads.delete(principal, thread_id_of(thread_id))
     return Response(status_code=204)
 
 
-@router.post("/threads/{thread_id}/copy")
+@router.post("/threads/{thread_id}/copy", response_model=None)
 async def copy(surface: Surface, principal: Principal, thread_id: ThreadId) -> Any:
     return thread_of(await surface.threads.copy(principal, thread_id_of(thread_id)))
 
@@ -111,7 +111,7 @@ async def copy(surface: Surface, principal: Principal, thread_id: ThreadId) -> A
 # --- state ---------------------------------------------------------------------
 
 
-@router.get("/threads/{thread_id}/state")
+@router.get("/threads/{thread_id}/state", response_model=None)
 async def state(
     surface: Surface, principal: Principal, thread_id: ThreadId, subgraphs: bool = False
 ) -> Any:
@@ -119,7 +119,7 @@ async def state(
     return state_of(snapshot)
 
 
-@router.post("/threads/{thread_id}/state")
+@router.post("/threads/{thread_id}/state", response_model=None)
 async def update_state(
     surface: Surface, principal: Principal, thread_id: ThreadId, body: body_of(StateUpdate)
 ) -> Any:
@@ -134,7 +134,7 @@ async def update_state(
     return {"checkpoint": checkpoint}
 
 
-@router.post("/threads/{thread_id}/state/checkpoint")
+@router.post("/threads/{thread_id}/state/checkpoint", response_model=None)
 async def state_at_checkpoint(
     surface: Surface, principal: Principal, thread_id: ThreadId, body: body_of(StateAtCheckpoint)
 ) -> Any:
@@ -148,7 +148,7 @@ async def state_at_checkpoint(
     return state_of(snapshot)
 
 
-@router.get("/threads/{thread_id}/state/{checkpoint_id}")
+@router.get("/threads/{thread_id}/state/{checkpoint_id}", response_model=None)
 async def state_at(
     surface: Surface,
     principal: Principal,
@@ -162,7 +162,7 @@ async def state_at(
     return state_of(snapshot)
 
 
-@router.post("/threads/{thread_id}/history")
+@router.post("/threads/{thread_id}/history", response_model=None)
 async def history(
     surface: Surface, principal: Principal, thread_id: ThreadId, body: body_of(HistoryQuery)
 ) -> Any:
@@ -178,7 +178,7 @@ async def history(
     return [select(state_of(s), body.select) for s in snapshots]
 
 
-@router.get("/threads/{thread_id}/history")
+@router.get("/threads/{thread_id}/history", response_model=None)
 async def history_get(
     surface: Surface,
     principal: Principal,

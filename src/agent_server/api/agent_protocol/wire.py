@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from langgraph.types import StateSnapshot
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from agent_server.runs.serialize import jsonable
 from agent_server.runs.threads import Thread
@@ -25,11 +25,10 @@ def encode(obj: Any) -> bytes:
     return orjson.dumps(obj, default=jsonable, option=orjson.OPT_NON_STR_KEYS)
 
 
-class WireResponse(Response):
-    """A JSON response encoded with `encode` (FastAPI's encoder walks every value
-    through `jsonable_encoder` first, and does not know LangGraph's types)."""
-
-    media_type = "application/json"
+class WireResponse(JSONResponse):
+    """A JSON response encoded with `encode`. Routes using it declare
+    `response_model=None`: FastAPI would otherwise walk every value through
+    `jsonable_encoder` first (slow, and blind to LangGraph's types)."""
 
     def render(self, content: Any) -> bytes:
         return encode(content)
