@@ -9,7 +9,10 @@ httptools has nothing comparable.)
 
 `BoundedHttpToolsProtocol` counts the head's bytes as they arrive, before they
 reach the parser, and its header fields as they are parsed; over either limit it
-answers 431 in our JSON error shape. A head must also arrive whole within
+answers 431 in our JSON error shape. Chunked trailers are headers too, parsed the
+same quadratic way after the body: bytes that arrive after the head without
+carrying any body (trailers, chunk extensions) are held to the same
+`MAX_HEADER_BYTES`, and the connection is closed beyond it. A head must also arrive whole within
 `HEADER_TIMEOUT_SECONDS` of its first byte, else 408 (uvicorn bounds only the idle
 time between requests, so a client dribbling one header byte at a time could hold
 a connection forever: slowloris). After a refusal it half-closes, discards what
@@ -70,6 +73,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._bodyless_bytes = 0
+        """Bytes fed since the head without any body in them (trailers, chunk framing)."""
+        self._body_seen = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # lingering: drop what the client still sends
@@ -82,7 +88,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_over_limit(data):
                 self._refuse(431, HEADERS_TOO_LARGE, too_large_message(self.max_header_bytes))
                 return
+            super().data_received(data)
+            return
+        self._body_seen = False
         super().data_received(data)
+        if self._body_seen or self._in_head or self._refused:
+            return
+        self._bodyless_bytes += len(data)
+        if self._bodyless_bytes > self.max_header_bytes:
+            message = f"request trailers larger than {self.max_header_bytes} bytes"
+            self._refuse(431, HEADERS_TOO_LARGE, message)
 
     def _head_over_limit(self, data: bytes) -> bool:
         """Add this chunk's share of the head (up to its blank line) to the count."""
@@ -106,8 +121,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes, self._head_tail, self._header_count = 0, b"", 0
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._body_seen, self._bodyless_bytes = True, 0
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._in_head = True  # the next request on this connection starts its head
+        self._bodyless_bytes = 0
         super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
