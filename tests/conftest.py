@@ -28,6 +28,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "weather_geocoding_url": UNREACHABLE_URL,
         "weather_forecast_url": UNREACHABLE_URL,
         "weather_timeout_seconds": 2.0,
+        "knowledge_seed": False,  # tests start from an empty knowledge base unless they ask
         "sse_ping_seconds": 1.0,
     }
     values.update(overrides)

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     """Apply pending migrations at start-up; off → start only if the schema is current."""
     checkpoint_db_path: Path = Path("./data/checkpoints.db")
     knowledge_db_path: Path = Path("./data/knowledge.db")
+    knowledge_seed: bool = True
+    """Load the seed documents about agent-server into the knowledge base, each once, on
+    the first start that sees it, so a first "search for fallback" finds something."""
     session_ttl_seconds: int = Field(3600, ge=1)
     history_window: int = Field(20, ge=1)
 

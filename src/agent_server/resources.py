@@ -54,6 +54,8 @@ class Resources:
                 )
             self.transcript.mark_schema_ready()
         await self.documents.create_schema()
+        if self.settings.knowledge_seed:
+            await self.documents.load_seed_documents()
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -232,7 +232,7 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
 
 async def test_catalog_lists_tools_and_models(client: httpx.AsyncClient) -> None:
     tools = (await client.get("/api/tools")).json()["tools"]
-    assert {t["name"] for t in tools} == {"calculator", "weather", "search"}
+    assert {t["name"] for t in tools} == {"calculator", "weather", "search", "units"}
     calculator = next(t for t in tools if t["name"] == "calculator")
     assert "expression" in calculator["parameters"]["properties"]
     models = (await client.get("/api/models")).json()

@@ -7,6 +7,13 @@ kb_documents      id, owner, title, content, metadata (JSON text), created_at
 kb_documents_fts  FTS5 table over (title, content) with the document id and owner
                   stored UNINDEXED; rows are written and deleted in the same
                   transaction as `kb_documents`, so the two never disagree.
+kb_seeds          name (PRIMARY KEY), document_id, loaded_at: which seed documents
+                  (the Markdown files of `persistence/seed/`) were loaded, so each is
+                  loaded once, on the first start that sees it, by one replica.
+
+Documents of the owner `SHARED_OWNER` (the seed documents, and files loaded with
+`agent-server kb load`) are found by every caller's search; listing, reading and
+deleting stay owner-scoped.
 
 Ranking is FTS5's built-in `bm25()` with the title weighted above the body;
 `snippet()` cuts the matching passage out of long documents.
@@ -20,6 +27,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from typing import Any
 
 from sqlalchemy import text
@@ -40,6 +48,13 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS kb_documents_owner ON kb_documents (owner, created_at)",
     """
+    CREATE TABLE IF NOT EXISTS kb_seeds (
+        name TEXT PRIMARY KEY,
+        document_id TEXT NOT NULL,
+        loaded_at TEXT NOT NULL
+    )
+    """,
+    """
     CREATE VIRTUAL TABLE IF NOT EXISTS kb_documents_fts USING fts5(
         title, content, document_id UNINDEXED, owner UNINDEXED,
         tokenize = 'porter unicode61'
@@ -51,6 +66,37 @@ BODY_WEIGHT = 1.0
 MAX_QUERY_TERMS = 32
 SNIPPET_TOKENS = 32
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+SHARED_OWNER = "*"
+"""Owner of documents every caller's search finds; no principal id is ``*`` (they are
+``local``, ``env:<hash>`` or ``key:<id>``)."""
+
+SEED_PACKAGE = "agent_server.persistence.seed"
+"""Package whose ``*.md`` files are the seed documents about the product itself."""
+
+
+def document_title(name: str, content: str) -> str:
+    """The first Markdown heading, else the file name without its extension."""
+    for line in content.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            heading = stripped.lstrip("#").strip()
+            if heading:
+                return heading[:200]
+        elif stripped:
+            break
+    stem = name.rsplit("/", 1)[-1]
+    return (stem.rsplit(".", 1)[0] if "." in stem else stem)[:200] or "Untitled"
+
+
+def seed_documents() -> list[tuple[str, str]]:
+    """(file name, content) of every seed document, in name order."""
+    files = resources.files(SEED_PACKAGE)
+    return sorted(
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in files.iterdir()
+        if entry.name.endswith(".md")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,28 +166,39 @@ class DocumentStore:
             created_at=utcnow(),
         )
         async with self._engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO kb_documents (id, owner, title, content, metadata, created_at)"
-                    " VALUES (:id, :owner, :title, :content, :metadata, :created_at)"
-                ),
-                {
-                    "id": doc.id,
-                    "owner": owner,
-                    "title": title,
-                    "content": content,
-                    "metadata": json.dumps(doc.metadata),
-                    "created_at": doc.created_at.isoformat() if doc.created_at else "",
-                },
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO kb_documents_fts (title, content, document_id, owner)"
-                    " VALUES (:title, :content, :id, :owner)"
-                ),
-                {"title": title, "content": content, "id": doc.id, "owner": owner},
-            )
+            await _insert(conn, doc)
         return doc
+
+    async def load_seed_documents(self) -> int:
+        """Add the seed documents not loaded before (as `SHARED_OWNER`); return how many.
+
+        Each one's `kb_seeds` row is claimed in the same transaction that adds it, so two
+        replicas starting together load it once, and a seed deleted by hand from
+        `kb_documents` is not brought back.
+        """
+        await self._ready()
+        loaded = 0
+        for name, content in seed_documents():
+            doc = Document(
+                id=str(uuid.uuid4()),
+                owner=SHARED_OWNER,
+                title=document_title(name, content),
+                content=content,
+                metadata={"seed": True, "source": "seed", "file": name},
+                created_at=utcnow(),
+            )
+            async with self._engine.begin() as conn:
+                claimed = await conn.execute(
+                    text(
+                        "INSERT OR IGNORE INTO kb_seeds (name, document_id, loaded_at)"
+                        " VALUES (:name, :id, :at)"
+                    ),
+                    {"name": name, "id": doc.id, "at": doc.created_at.isoformat()},
+                )
+                if claimed.rowcount:
+                    await _insert(conn, doc)
+                    loaded += 1
+        return loaded
 
     async def get(self, owner: str, document_id: str) -> Document | None:
         await self._ready()
@@ -199,10 +256,10 @@ class DocumentStore:
                         f" snippet(kb_documents_fts, 1, '', '', '…', {SNIPPET_TOKENS}),"
                         f" bm25(kb_documents_fts, {TITLE_WEIGHT}, {BODY_WEIGHT}) AS rank"
                         " FROM kb_documents_fts"
-                        " WHERE kb_documents_fts MATCH :q AND owner = :owner"
+                        " WHERE kb_documents_fts MATCH :q AND owner IN (:owner, :shared)"
                         " ORDER BY rank LIMIT :k"
                     ),
-                    {"q": expression, "owner": owner, "k": k},
+                    {"q": expression, "owner": owner, "shared": SHARED_OWNER, "k": k},
                 )
             ).all()
         # bm25() is "lower is better" and negative; flip it so callers see higher = better.
@@ -212,6 +269,30 @@ class DocumentStore:
             SearchHit(document_id=r[0], title=r[1], snippet=r[2], score=float(f"{-r[3]:.6g}"))
             for r in rows
         ]
+
+
+async def _insert(conn: Any, doc: Document) -> None:
+    await conn.execute(
+        text(
+            "INSERT INTO kb_documents (id, owner, title, content, metadata, created_at)"
+            " VALUES (:id, :owner, :title, :content, :metadata, :created_at)"
+        ),
+        {
+            "id": doc.id,
+            "owner": doc.owner,
+            "title": doc.title,
+            "content": doc.content,
+            "metadata": json.dumps(doc.metadata),
+            "created_at": doc.created_at.isoformat() if doc.created_at else "",
+        },
+    )
+    await conn.execute(
+        text(
+            "INSERT INTO kb_documents_fts (title, content, document_id, owner)"
+            " VALUES (:title, :content, :id, :owner)"
+        ),
+        {"title": doc.title, "content": doc.content, "id": doc.id, "owner": doc.owner},
+    )
 
 
 def _document(row: Any) -> Document:
