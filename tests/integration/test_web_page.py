@@ -273,6 +273,9 @@ def test_page_csp_forbids_inline_script_and_the_page_runs_under_it(
     assert api_csp.startswith("default-src 'none'")
     # Nothing else appears at the root: the Agent Protocol owns it.
     assert httpx.get(f"{offline_url}/index.html").status_code == 404
+    for path in ("/static/nope.js", "/static/../router.py", "/static/%2e%2e/router.py"):
+        missing = httpx.get(f"{offline_url}{path}")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     # The page under that policy: loads, streams a turn, reports no violation (`tabs`).
     page = tabs.open(offline_url)
     send(page, "What is (3 + 4) * 2?")
@@ -348,7 +351,7 @@ def test_fallback_hop_is_shown(tabs: Tabs, chain_url: str, upstream: FakeUpstrea
     send(page, "hello")
     turn = wait_done(page)
     expect(turn.locator(".note-fallback")).to_have_text(
-        re.compile(r"m1 failed \(server_error\): trying m2")
+        re.compile(r"m1 failed \(server_error\) → m2$")
     )
     expect(turn.locator(".answer strong")).to_have_text("m2")
     expect(turn.locator(".answer")).to_have_text("Answered by m2 after a hop.")
@@ -386,7 +389,13 @@ def test_every_model_rate_limited_answers_degraded(
     turn = wait_done(page)
     expect(turn.locator(".badge-degraded")).to_have_text("degraded")
     expect(turn.locator(".meta-model")).to_have_text("offline")
-    expect(turn.locator(".note-fallback").first).to_contain_text("rate_limit")
+    # Two trails: the first call's 429s, then (after the tool ran) the cooldowns.
+    expect(turn.locator(".note-fallback")).to_have_text(
+        [
+            re.compile(r"^↪m1 failed \(rate_limit\) → .* → no model left$"),
+            re.compile("cooling_down"),
+        ]
+    )
     expect(turn.locator(".answer")).to_contain_text("5")
 
 
@@ -401,11 +410,10 @@ def test_every_model_failing_is_a_clear_error(
     expect(error.locator("strong")).to_have_text("No model is available")
     expect(error).to_contain_text("every configured model failed")  # the server's message
     expect(last_turn(page).locator(".note-fallback")).to_have_text(
-        [
-            re.compile("m1 failed .*trying m2"),
-            re.compile("m2 failed .*trying m3"),
-            re.compile(r"m3 failed \(server_error\): no model left"),
-        ]
+        re.compile(
+            r"m1 failed \(server_error\) → m2 failed \(server_error\) → "
+            r"m3 failed \(server_error\) → no model left$"
+        )
     )
     expect(page.locator("#send")).to_be_visible()
 

@@ -472,6 +472,7 @@
       this.cards = new Map();
       this.model = null;
       this.pending = false;
+      this.hops = [];
     }
 
     busy(on) {
@@ -567,9 +568,17 @@
       entry.output.textContent = pretty(data.output);
     }
 
+    /** Consecutive hops share one line: "m1 failed (rate_limit) → m2 failed (…) → m3". */
     onFallback(data) {
-      const next = data.to ? `trying ${data.to}` : "no model left";
-      this.note("fallback", "↪", `${data.from} failed (${data.reason}): ${next}`);
+      const last = this.timeline.lastElementChild;
+      if (!last || !last.classList.contains("note-fallback")) {
+        this.note("fallback", "↪", "");
+        this.hops = [];
+      }
+      this.hops.push(data);
+      const trail = this.hops.map((h) => `${h.from} failed (${h.reason})`);
+      trail.push(data.to || "no model left");
+      this.timeline.lastElementChild.lastElementChild.textContent = trail.join(" → ");
     }
 
     onReset(data) {
