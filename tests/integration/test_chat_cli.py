@@ -135,6 +135,16 @@ def test_fallback_and_reset_are_shown(tmp_path: Path, upstream: FakeUpstream) ->
         out = ask(child, "again")
         assert "↻ m1 failed mid-answer (connection)" in out
         assert out.index("one two") < out.index("↻") < out.index("a complete answer")
+
+        # Ctrl-C mid-answer stops the turn and returns to the prompt; nothing is saved.
+        upstream.script("m1", text(" ".join(f"w{n}" for n in range(100)), tokens_per_second=10))
+        child.sendline("talk slowly")
+        child.expect_exact("w2")
+        child.sendintr()
+        child.expect_exact("stopped; nothing of this turn was saved")
+        child.expect_exact(PROMPT)
+        assert "w99" not in str(child.before)
+        assert list(session_rows(ask(child, "/sessions")).values()) == [2]  # hello, again
         quit_chat(child)
 
 
