@@ -26,10 +26,12 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from agent_server.errors import AgentServerError
+from agent_server.errors import AgentServerError, StoreUnavailable
+from agent_server.persistence.db import is_sql_outage
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +176,45 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _store_down(_: Request, exc: Exception) -> JSONResponse:
     log.warning("state store unreachable: %s", type(exc).__name__)
-    return error_response(503, "store_unavailable", "the state store is unreachable; retry shortly")
+    return error_response(
+        503,
+        "store_unavailable",
+        "the state store is unreachable; retry shortly",
+        headers=dict(StoreUnavailable.headers or {}),
+    )
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    """SQLAlchemy, asyncpg and aiosqlite connection failures (`is_sql_outage`): the
+    same 503 as a Redis outage, logged as one warning line, not a stack trace."""
+    log.warning(
+        "database unreachable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        str(exc).splitlines()[0][:200] if str(exc) else "",
+    )
+    return error_response(
+        503,
+        "store_unavailable",
+        "the database is unreachable; retry shortly",
+        headers=dict(StoreUnavailable.headers or {}),
+    )
+
+
+async def _maybe_database_down(request: Request, exc: Exception) -> JSONResponse:
+    """Registered for the exception classes a database outage raises, so that it is
+    answered here (Starlette re-raises whatever reaches the catch-all `Exception`
+    handler, and uvicorn then logs it with a traceback); the rest of those classes
+    is a 500 like any unexpected error."""
+    if is_sql_outage(exc):
+        return await _database_down(request, exc)
+    return await _unhandled(request, exc)
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    if is_sql_outage(exc):
+        return await _database_down(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
 
@@ -188,4 +225,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisConnectionError, _store_down)
     app.add_exception_handler(RedisTimeoutError, _store_down)
+    for sql_error in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError):
+        app.add_exception_handler(sql_error, _maybe_database_down)
     app.add_exception_handler(Exception, _unhandled)

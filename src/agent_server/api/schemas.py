@@ -5,16 +5,47 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_MESSAGE_CHARS = 32_000
 MAX_TOOLS_PER_REQUEST = 16
 
 
+def _nul_at(value: Any, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """Where in a parsed JSON value the first NUL character is (keys too), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return (*path, key)
+            if (found := _nul_at(item, (*path, str(key)))) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _nul_at(item, (*path, index))) is not None:
+                return found
+    return None
+
+
 class _Strict(BaseModel):
-    """Unknown fields are an error: a typo like `use_tool` must not be silently ignored."""
+    """Unknown fields are an error: a typo like `use_tool` must not be silently ignored.
+
+    NUL characters (U+0000) are refused anywhere in a body (422), before anything
+    runs: PostgreSQL cannot store them (SQLite can), so accepting them would make
+    the same request a 200 on one database and a 500 after the model call on the
+    other. No text a client means to send needs one.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if (where := _nul_at(data)) is not None:
+            field = ".".join(str(part) for part in where) or "body"
+            raise ValueError(f"{field} must not contain NUL (\\u0000) characters")
+        return data
 
 
 class ChatRequest(_Strict):

@@ -19,6 +19,7 @@ from langgraph.runtime import Runtime
 from agent_server.graph import history
 from agent_server.graph.state import AgentDeps, AgentState, RunOptions, Usage
 from agent_server.graph.trim import select_context
+from agent_server.graph.unstored import unstored_messages
 
 
 def step_limit_message(rounds: int) -> AIMessage:
@@ -44,6 +45,13 @@ async def call_model(
         return {"messages": [step_limit_message(rounds)], "turn_started_at": started}
 
     messages = state.get("messages", [])
+    ghosts: list[BaseMessage] = []
+    if rounds == 0:
+        # Turns the client was told failed never reach the model (graph/unstored.py).
+        ghosts = unstored_messages(messages, state.get("last_turn"), nothing_stored=options.no_past)
+        if ghosts:
+            dropped = {id(m) for m in ghosts}
+            messages = [m for m in messages if id(m) not in dropped]
     restored: list[BaseMessage] = []
     thread_id = (config.get("configurable") or {}).get("thread_id")
     if rounds == 0 and not options.no_past and thread_id and history.lost_past(messages):
@@ -71,7 +79,10 @@ async def call_model(
         "total_tokens": usage["total_tokens"] + call.input_tokens + call.output_tokens,
     }
     # Restored turns go before this turn's messages: replace the list as a whole.
-    update = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *restored, *messages] if restored else []
+    if restored:
+        update: list[BaseMessage] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *restored, *messages]
+    else:
+        update = [RemoveMessage(id=m.id) for m in ghosts if m.id]
     return {
         "messages": [*update, call.message],
         "turn_started_at": started,
