@@ -189,6 +189,9 @@ async def test_state_history_update_state_and_copy(alice: LangGraphClient) -> No
     assert len(await alice.threads.get_history(tid, limit=3)) == 3
     older = await alice.threads.get_history(tid, limit=100, before=history[1]["checkpoint"])
     assert [h["checkpoint"] for h in older] == [h["checkpoint"] for h in history[2:]]
+    as_config = {"configurable": {"checkpoint_id": history[1]["checkpoint"]["checkpoint_id"]}}
+    older = await alice.threads.get_history(tid, limit=100, before=as_config)  # JS SDK's type
+    assert [h["checkpoint"] for h in older] == [h["checkpoint"] for h in history[2:]]
     inputs = await alice.threads.get_history(tid, limit=100, metadata={"source": "input"})
     assert inputs and {h["metadata"]["source"] for h in inputs} == {"input"}
     via_get = await alice.http.get(f"/threads/{tid}/history", params={"limit": 2})

@@ -119,6 +119,15 @@ class CheckpointRef(Body):
     checkpoint_id: str | None = None
     checkpoint_map: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap_config(cls, data: Any) -> Any:
+        """A RunnableConfig (`{"configurable": {...}}`) names the same checkpoint: the
+        JS SDK types `before` that way (Studio, useStream)."""
+        if isinstance(data, dict) and isinstance(data.get("configurable"), dict):
+            return {**data["configurable"]}
+        return data
+
     def config(self) -> dict[str, Any]:
         """The keys that address a checkpoint (the path's thread id is the one used)."""
         return self.model_dump(include={"checkpoint_ns", "checkpoint_id", "checkpoint_map"})
