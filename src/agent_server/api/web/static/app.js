@@ -706,6 +706,7 @@
   function selectSession(id, title) {
     state.sessionId = id;
     ui.title.textContent = title || (id ? "Untitled" : "New chat");
+    document.title = `${ui.title.textContent} · agent-server`;
     const hash = id ? `#session=${encodeURIComponent(id)}` : " ";
     if (window.location.hash !== hash) window.history.replaceState(null, "", hash === " " ? window.location.pathname : hash);
     for (const item of ui.list.querySelectorAll(".session")) {
