@@ -25,7 +25,7 @@ from agent_server.api.app import create_app
 from agent_server.api.limits import estimate_tokens
 from agent_server.config import Settings
 from tests.conftest import make_settings
-from tests.support.fake_upstream import fake_upstream, text
+from tests.support.fake_upstream import Behavior, fake_upstream, text
 from tests.support.redis import delete_prefix, require_redis, unique_prefix
 from tests.support.redis_server import redis_server, require_redis_binaries
 from tests.support.servers import serve_in_thread
@@ -270,6 +270,14 @@ async def test_a_hung_redis_answers_503_within_the_request_budget(
                     assert response.status_code == 503, response.text
                     assert response.json()["error"]["code"] == "store_unavailable"
                     assert int(response.headers["retry-after"]) >= 1
+                # A stream that has started (a new session: no lock to take up front)
+                # ends with an `error` event just as fast.
+                started = time.monotonic()
+                stream = await client.post("/api/chat/message/stream", json={"message": "hi"})
+                timings.append(time.monotonic() - started)
+                assert stream.status_code == 200
+                assert _sse(stream.text)[-1][0] == "error"
+                assert _sse(stream.text)[-1][1]["code"] == "store_unavailable"
             # ~2.5 s of Redis time per request (rate limit, budget, lock, checkpoint
             # together), not the ~20 s of per-call timeouts and retries.
             assert max(timings) < 4.5, timings
@@ -350,3 +358,32 @@ async def test_sigterm_during_a_long_turn_answers_json_503_at_the_grace(tmp_path
     assert response.json()["error"]["code"] == "shutting_down"
     # The grace (1 s) plus sse-starlette's watcher poll (0.5 s), not grace + 5.
     assert elapsed < 4.0, elapsed
+
+
+# --- MAX_TOOL_CALLS_PER_ROUND ---------------------------------------------------------------
+
+
+async def test_tool_calls_beyond_the_cap_are_not_run(tmp_path: Path) -> None:
+    """A reply asking for 30 calls: 16 run, 14 get an error result the model reads."""
+    with fake_upstream() as fake:
+        fake.script(
+            "m1",
+            Behavior(kind="tool_call", tool_calls=[("calculator", {"expression": "1+1"})] * 30),
+            text("done"),
+        )
+        settings = make_settings(
+            tmp_path,
+            openrouter_api_key="sk-test",
+            openrouter_base_url=fake.base_url,
+            agent_models=["m1"],
+        )
+        with serve_in_thread(create_app(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                response = await client.post("/api/chat/message", json={"message": "add lots"})
+        assert response.status_code == 200, response.text
+        assert response.json()["tools_used"] == ["calculator"]
+        results = [m for m in fake.requests[-1].body["messages"] if m["role"] == "tool"]
+    assert len(results) == 30
+    refused = [m for m in results if "at most 16 tool calls" in str(m["content"])]
+    assert len(refused) == 14
+    assert all('"result": 2' in str(m["content"]) for m in results[:16])

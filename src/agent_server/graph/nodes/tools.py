@@ -84,17 +84,45 @@ async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: A
     return ToolMessage(content=content, tool_call_id=call_id, name=name, status=status)
 
 
+def _over_cap(call: ToolCall, cap: int, emit: Any) -> ToolMessage:
+    name, call_id = call["name"], call["id"] or ""
+    content = (
+        f"Error: not run: at most {cap} tool calls per reply; ask for the rest in a later reply."
+    )
+    emit({"event": "tool_start", "id": call_id, "name": name, "args": call["args"]})
+    emit(
+        {
+            "event": "tool_end",
+            "id": call_id,
+            "name": name,
+            "status": "error",
+            "output": content,
+            "duration_ms": 0.0,
+        }
+    )
+    return ToolMessage(content=content, tool_call_id=call_id, name=name, status="error")
+
+
 async def run_tools(
     state: AgentState, runtime: Runtime[RunOptions], *, deps: AgentDeps
 ) -> dict[str, Any]:
     options = runtime.context or RunOptions()
     last = state["messages"][-1]
     calls = last.tool_calls if isinstance(last, AIMessage) else []
+    # One reply asking for hundreds of calls must not run them all (CPU, upstream
+    # APIs, the context window): the first `MAX_TOOL_CALLS_PER_ROUND` run, every
+    # call beyond gets an error result (each call needs one, or the next model
+    # request is invalid), so the model learns to ask for fewer.
+    cap = deps.settings.max_tool_calls_per_round
+    allowed, refused = calls[:cap], calls[cap:]
     results = await asyncio.gather(
-        *(_run_one(call, options, deps, runtime.stream_writer) for call in calls)
+        *(_run_one(call, options, deps, runtime.stream_writer) for call in allowed)
     )
+    results = [*results, *(_over_cap(call, cap, runtime.stream_writer) for call in refused)]
+    if refused:
+        deps.metrics.tool_calls.labels("over_cap", "error").inc(len(refused))
     # Only tools that actually ran count as used: unknown or refused names do not.
-    ran = [call["name"] for call in calls if _runnable(call["name"], options, deps)]
+    ran = [call["name"] for call in allowed if _runnable(call["name"], options, deps)]
     used = list(dict.fromkeys([*state.get("tools_used", []), *ran]))
     return {
         "messages": list(results),
