@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
                     log.warning("OPENROUTER_API_KEY is not set: answering with the offline model")
                 else:  # in the background: one warning per chain entry that will not answer
                     stack.callback(asyncio.create_task(startup_check(settings)).cancel)
+                stack.push_async_callback(resources.deps.models.aclose)
                 if own_process:
                     tune_gc(settings.gc_gen0_threshold)
                 yield

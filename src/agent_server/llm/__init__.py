@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import openai
+
 from agent_server.config import OFFLINE_MODEL_ID, Settings
 from agent_server.llm.cooldowns import Cooldowns
 from agent_server.llm.fallback import ChainEntry, ChainPolicy, ModelCall, ModelChain
@@ -42,16 +44,27 @@ def build_model_chain(
             log.warning("provider %s skipped: %s is not set", name, env)
     if not usable:
         return ModelChain([offline], offline, cooldowns=cooldowns, policy=policy, metrics=metrics)
+    # One HTTP client per chain, not langchain-openai's process-wide cached one: that
+    # one is bound to the event loop that first used it, so a second app in the same
+    # process (replicas in a test, Studio beside the server) got "Event loop is closed".
+    # The SDK's default client settings (connection limits, redirects) are kept.
+    http = openai.DefaultAsyncHttpxClient(timeout=settings.model_timeout_seconds)
     entries = []
     for index, item in enumerate(usable):
         same_provider_later = [
             later.spec.id for later in usable[index + 1 :] if later.provider is item.provider
         ]
         model = make_openai_compatible_model(
-            item.spec.id, settings, provider=item.provider, fallback_ids=same_provider_later
+            item.spec.id,
+            settings,
+            provider=item.provider,
+            fallback_ids=same_provider_later,
+            http_async_client=http,
         )
         entries.append(ChainEntry(item.spec, model, provider=item.provider.name))
-    return ModelChain(entries, offline, cooldowns=cooldowns, policy=policy, metrics=metrics)
+    return ModelChain(
+        entries, offline, cooldowns=cooldowns, policy=policy, metrics=metrics, http_client=http
+    )
 
 
 __all__ = [

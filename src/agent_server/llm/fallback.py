@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import add_ai_message_chunks
@@ -138,7 +139,9 @@ class ModelChain:
         cooldowns: Cooldowns | None = None,
         policy: ChainPolicy | None = None,
         metrics: Metrics | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        """`http_client`: the upstream models' client, closed by `aclose()`."""
         if not entries:
             raise ValueError("the model chain needs at least one model")
         self._entries = list(entries)
@@ -148,6 +151,11 @@ class ModelChain:
         self._metrics = metrics or Metrics()
         self._bound: OrderedDict[tuple[int, tuple[int, ...]], _Bound] = OrderedDict()
         self._several_providers = len({e.provider for e in self._entries}) > 1
+        self._http = http_client
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
 
     @property
     def specs(self) -> list[ModelSpec]:
