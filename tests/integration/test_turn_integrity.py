@@ -125,6 +125,28 @@ async def test_parallel_requests_cannot_overspend_the_budget_in_redis(tmp_path: 
         delete_prefix(redis_url, prefix)
 
 
+async def test_a_redis_reservation_is_replaced_by_the_real_usage(tmp_path: Path) -> None:
+    import redis
+
+    redis_url = require_redis()
+    prefix = unique_prefix("settle")
+    try:
+        settings = make_settings(
+            tmp_path, daily_token_budget=10_000, redis_url=redis_url, redis_key_prefix=prefix
+        )
+        with serve_in_thread(create_app(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                first = await client.post("/api/chat/message", json={"message": "hi"})
+                second = await client.post("/api/chat/message", json={"message": "2+2"})
+        used = sum(r.json()["usage"]["total_tokens"] for r in (first, second))
+        client_ = redis.Redis.from_url(redis_url)
+        key = f"{prefix}:budget:{{local}}"
+        assert int(client_.get(key) or 0) == used
+        assert 0 < client_.ttl(key) <= 86_400
+    finally:
+        delete_prefix(redis_url, prefix)
+
+
 async def test_a_request_that_can_never_fit_is_refused_before_any_model_call(
     tmp_path: Path,
 ) -> None:
