@@ -107,6 +107,7 @@ async def test_first_model_answers_with_upstream_accounting(
         "calculator",
         "weather",
         "search",
+        "units",
     }
     assert persisted(chain_settings_default) == [("hello", "Hi from m1.", "m1-2026-01")]
 
