@@ -157,10 +157,10 @@ class TurnPrinter:
         )
 
     def _on_fallback(self, data: dict[str, Any]) -> None:
+        following = f"trying {data['to']}" if data.get("to") else "no model left"
         self._line(
             Text(
-                f"  ↪ {data.get('from')} failed ({data.get('reason')}): trying {data.get('to')}",
-                style="yellow",
+                f"  ↪ {data.get('from')} failed ({data.get('reason')}): {following}", style="yellow"
             )
         )
 
