@@ -4,13 +4,16 @@ models, a fake rejecting our key, and a dead port; and the same check at start-u
 from __future__ import annotations
 
 import logging
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent_server import cli
+from agent_server.config import Settings
 from agent_server.llm.health import startup_check
+from agent_server.llm.models_file import parse_models
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, fake_upstream
 from tests.support.servers import free_port
@@ -171,3 +174,29 @@ async def test_startup_check_warns_once_per_bad_entry_and_skips_keyless_missing(
     )
     assert [r.provider for r in results] == ["beta", "gone"]
     assert len(a.listing_requests) == listed_before
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_example_parses_openrouter_first_openai_second_ollama_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-test")
+    raw = tomllib.loads((ROOT / "models.example.toml").read_text(encoding="utf-8"))
+    config = parse_models(
+        raw, Settings(_env_file=None, openrouter_api_key="sk-or-test"), source="example"
+    )
+    assert [i.provider.name for i in config.chain] == [
+        "openrouter",
+        "openrouter",
+        "openai",
+        "local",
+    ]
+    openrouter, openai, local = (config.providers[n] for n in ("openrouter", "openai", "local"))
+    assert openrouter.bearer() == "sk-or-test"  # OPENROUTER_API_KEY given to Settings counts
+    assert openai.bearer() == "sk-openai-test"
+    assert local.keyless and local.usable and local.compat.name == "ollama"
+    gpt = config.chain[2].spec
+    assert (gpt.id, gpt.context_window, gpt.input_price_per_mtok) == ("gpt-4o-mini", 128000, 0.15)
+    assert "sk-openai-test" not in repr(openai)  # keys never in reprs (logs)
