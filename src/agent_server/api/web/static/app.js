@@ -278,6 +278,7 @@
 
   const STATUS_TITLES = {
     401: "API key needed",
+    403: "Not allowed",
     404: "Not found",
     409: "This conversation is busy",
     413: "Message too large",
@@ -825,8 +826,8 @@
   }
 
   function errorTitle(err) {
-    if (err.status === 429 && err.retryAfter) return `${STATUS_TITLES[429]} (retry in ${err.retryAfter}s)`;
-    return STATUS_TITLES[err.status] || `Error ${err.status || ""}`.trim();
+    const title = STATUS_TITLES[err.status] || `Error ${err.status || ""}`.trim();
+    return err.retryAfter ? `${title} (retry in ${err.retryAfter}s)` : title;
   }
 
   async function send(text) {
