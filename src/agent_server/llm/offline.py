@@ -637,7 +637,7 @@ _CLAUSE_SPLIT_RE = _rx(
 _CONNECTORS = frozenset({"and", "also", "then", "plus", "그리고", "또"})
 # Cheap tests that skip RE2 calls (~10 us each) on the usual one-request message.
 _SPLIT_HINTS = (";", "?", "\uff1f", "!", ". ", " and ", " also ", " then ", "그리고", "또 ")
-_UNIT_HINTS = (" to ", " in ", " into ", " as ", "how many")
+_UNIT_HINTS = (" to ", " in ", " into ", " as ")
 
 
 def _detect_one(text: str, language: Language) -> Intent | None:
@@ -656,7 +656,10 @@ def _detect_one(text: str, language: Language) -> Intent | None:
     if not body:
         return None
     lowered = body.lower()
-    if language == "ko" or any(hint in lowered for hint in _UNIT_HINTS):
+    has_digit = any(ch.isdigit() for ch in body)
+    if "how many" in lowered or (
+        has_digit and (language == "ko" or any(hint in lowered for hint in _UNIT_HINTS))
+    ):
         conversion = _detect_units(body, language)
         if conversion:
             return conversion
