@@ -199,3 +199,25 @@ def test_auth_disabled_serves_every_address(tmp_path: Path) -> None:
         remote = httpx.get(f"http://{address}:{port}/api/tools", timeout=10)
     assert remote.status_code == 200
     assert any("AUTH_DISABLED" in str(e.get("event")) for e in _log_events(log))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "evil.example:8000"},  # a page whose DNS name now points at 127.0.0.1
+        {"Host": "192.0.2.2"},
+        {"X-Forwarded-For": "203.0.113.9"},  # a local reverse proxy relaying someone
+        {"Forwarded": "for=203.0.113.9"},
+    ],
+)
+async def test_keyless_loopback_serves_only_local_callers(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    """The class of item 3 from the other side: a loopback connection is not always a
+    local caller (DNS rebinding, a proxy on the same host)."""
+    refused = await client.get("/api/tools", headers=headers)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "loopback_only"
+    for host in ("localhost:1234", "127.0.0.1", "[::1]:8000", "LOCALHOST"):
+        assert (await client.get("/api/tools", headers={"Host": host})).status_code == 200
+    assert (await client.get("/healthz", headers=headers)).status_code == 200

@@ -18,7 +18,10 @@ Keyless ("open") mode is a start-up decision, not a per-request one:
   in another process), so the check reads the local address of each request's
   own connection (`scope["server"]`, the socket's `getsockname()`): correct under
   `agent-server serve`, `uvicorn --factory … --host 0.0.0.0`, gunicorn workers
-  and the tests' threads alike. Anything else gets 403 `loopback_only`.
+  and the tests' threads alike. Anything else gets 403 `loopback_only`, and so does
+  a keyless request that names a non-loopback `Host` (a web page that rebinds its
+  DNS name to 127.0.0.1 would otherwise read everything) or carries `Forwarded` /
+  `X-Forwarded-For` (it came through a proxy, so from someone else).
 
 `agent-server serve` also refuses to start on a non-loopback `HOST` with no keys,
 so the common mistake fails loudly before the socket opens.
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 TOUCH_INTERVAL_SECONDS = 60.0
 """`last_used_at` is written at most this often per key, not on every request."""
 REFUSED_ADDRESSES_LOGGED = 64
-"""Distinct local addresses a keyless server warns about (once each), bounded."""
+"""Distinct reasons (addresses, hosts) a keyless server logs a refusal for, once each."""
 
 
 class UnsafeConfiguration(RuntimeError):
@@ -79,6 +82,27 @@ def arrived_locally(server: Any) -> bool:
         return True
     host, port = server[0], server[1]
     return port is None or is_loopback(str(host))
+
+
+def local_caller(connection: HTTPConnection) -> tuple[bool, str]:
+    """Whether a keyless request is from this machine, and if not, why not."""
+    server = connection.scope.get("server")
+    if not arrived_locally(server):
+        return False, f"arrived on {server[0]}"
+    host = _host_name(connection.headers.get("host", ""))
+    if host and not is_loopback(host):
+        return False, f"names Host {host[:64]!r} (DNS rebinding?)"
+    if "forwarded" in connection.headers or "x-forwarded-for" in connection.headers:
+        return False, "came through a proxy (Forwarded / X-Forwarded-For)"
+    return True, ""
+
+
+def _host_name(host: str) -> str:
+    """`Host` without its port: `[::1]:8000` → `::1`, `localhost:8000` → `localhost`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def presented_key(connection: HTTPConnection) -> str | None:
@@ -145,8 +169,8 @@ class Authenticator:
         else:
             log.warning(
                 "no API keys configured: requests without a key are served only on "
-                "connections to a loopback address; on any other address they get "
-                "403 loopback_only"
+                "connections to a loopback address, with a loopback Host and no proxy "
+                "headers; anything else gets 403 loopback_only"
             )
         return mode
 
@@ -157,12 +181,13 @@ class Authenticator:
         if key is None:
             if await self._keys_configured():
                 raise Unauthorized("an API key is required (Authorization: Bearer <key>)")
-            server = connection.scope.get("server")
-            if not arrived_locally(server):
-                self._log_refusal(server)
+            local, why = local_caller(connection)
+            if not local:
+                self._log_refusal(why)
                 raise LoopbackOnly(
-                    "this server has no API keys and serves without one only on a loopback "
-                    "address; its operator must create a key (agent-server keys create)"
+                    "this server has no API keys and serves without one only to local "
+                    "callers (a loopback connection and Host, no proxy); its operator must "
+                    "create a key (agent-server keys create)"
                 )
             return LOCAL_PRINCIPAL
         digest = hash_key(key)
@@ -182,13 +207,12 @@ class Authenticator:
             raise Unauthorized("invalid or revoked API key")
         return principal
 
-    def _log_refusal(self, server: Any) -> None:
-        address = str(server[0]) if server else "?"
-        if address in self._refused_logged or len(self._refused_logged) >= REFUSED_ADDRESSES_LOGGED:
+    def _log_refusal(self, why: str) -> None:
+        if why in self._refused_logged or len(self._refused_logged) >= REFUSED_ADDRESSES_LOGGED:
             return
-        self._refused_logged.add(address)
+        self._refused_logged.add(why)
         log.error(
-            "refused a keyless request that arrived on %s: no API keys are configured, so "
-            "only loopback connections are served; create a key or set AUTH_DISABLED=true",
-            address,
+            "refused a keyless request that %s: no API keys are configured, so only local "
+            "callers are served; create a key or set AUTH_DISABLED=true",
+            why,
         )
