@@ -89,20 +89,15 @@ def local_caller(connection: HTTPConnection) -> tuple[bool, str]:
     server = connection.scope.get("server")
     if not arrived_locally(server):
         return False, f"arrived on {server[0]}"
-    host = _host_name(connection.headers.get("host", ""))
+    try:  # Starlette's URL: the Host header (ports, [IPv6]), else the server address
+        host = connection.url.hostname or ""
+    except ValueError:  # a malformed Host, e.g. "[::1"
+        host = "?"
     if host and not is_loopback(host):
         return False, f"names Host {host[:64]!r} (DNS rebinding?)"
     if "forwarded" in connection.headers or "x-forwarded-for" in connection.headers:
         return False, "came through a proxy (Forwarded / X-Forwarded-For)"
     return True, ""
-
-
-def _host_name(host: str) -> str:
-    """`Host` without its port: `[::1]:8000` → `::1`, `localhost:8000` → `localhost`."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def presented_key(connection: HTTPConnection) -> str | None:
