@@ -55,9 +55,14 @@ TRUE = frozenset({"1", "true", "yes", "True"})
 # --- shaping -----------------------------------------------------------------------
 
 
-def run_request(surface: AgentProtocol, body: RunCreate) -> RunRequest:
+def run_request(surface: AgentProtocol, body: RunCreate, *, waited: bool = False) -> RunRequest:
     """The core's run request for a body: graph stream modes for the wire modes asked
-    for, the assistant resolved (by id or graph id: 404 when neither)."""
+    for, the assistant resolved (by id or graph id: 404 when neither).
+
+    `waited`: the client waits for the result only (`/wait`). Unless it named stream
+    modes, the run then logs no per-step events (the result is kept apart), which
+    spares serializing the whole state at every step; a join of such a run sees its
+    `metadata` and `end`, which is all `/join` needs."""
     assistant = surface.assistants.get(body.assistant_id)
     checkpoint = body.checkpoint.config() if body.checkpoint is not None else {}
     if body.checkpoint_id:
@@ -70,7 +75,9 @@ def run_request(surface: AgentProtocol, body: RunCreate) -> RunRequest:
         assistant_id=assistant.assistant_id,
         input=body.input,
         command=body.command,
-        stream_modes=graph_modes(body.modes()),
+        stream_modes=()
+        if waited and "stream_mode" not in body.model_fields_set
+        else graph_modes(body.modes()),
         subgraphs=body.stream_subgraphs,
         configurable=body.config.configurable,
         tags=tuple(body.config.tags),
@@ -277,7 +284,7 @@ async def create_and_wait(
     surface: Surface, principal: Principal, thread_id: ThreadId, body: body_of(RunCreate)
 ) -> StreamingResponse:
     record = await surface.runs.create(
-        principal, thread_id_of(thread_id), run_request(surface, body)
+        principal, thread_id_of(thread_id), run_request(surface, body, waited=True)
     )
     return json_response(
         surface, principal, record, cancel_on_disconnect=body.on_disconnect == "cancel"

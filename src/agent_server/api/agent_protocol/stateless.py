@@ -63,7 +63,7 @@ async def stream(
 async def wait(
     surface: Surface, principal: Principal, body: body_of(RunCreate)
 ) -> StreamingResponse:
-    record = await surface.runs.create(principal, None, run_request(surface, body))
+    record = await surface.runs.create(principal, None, run_request(surface, body, waited=True))
     return json_response(
         surface, principal, record, cancel_on_disconnect=body.on_disconnect == "cancel"
     )
