@@ -345,3 +345,29 @@ async def test_every_model_rejecting_is_a_502_listing_each_reason(
         assert error["details"]["models"] == expected
         assert error["request_id"]
     assert persisted(settings) == []
+
+
+async def test_startup_check_asks_each_provider_and_metrics_carry_the_provider(
+    api: httpx.AsyncClient, fakes: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    import asyncio
+
+    a, b = fakes
+    for _ in range(100):  # the check runs in the background once the app is up
+        if a.listing_requests and b.listing_requests:
+            break
+        await asyncio.sleep(0.05)
+    assert a.listing_requests[0]["authorization"] == f"Bearer {KEY_A}"
+    assert b.listing_requests[0]["authorization"] == f"Bearer {KEY_B}"
+
+    a.script("a1", NOT_SERVED)
+    a.script("a2", text("fine"))
+    await ask(api, streamed=False)
+    metrics = (await api.get("/metrics")).text
+    assert (
+        'agent_model_calls_total{model="a1",outcome="model_unavailable",provider="alpha"} 1.0'
+        in metrics
+    )
+    assert 'agent_model_calls_total{model="a2",outcome="success",provider="alpha"} 1.0' in metrics
+    assert 'agent_fallbacks_total{reason="model_unavailable"} 1.0' in metrics
+    assert KEY_A not in metrics and KEY_B not in metrics
