@@ -249,8 +249,7 @@ class ModelChain:
         cooling = await self._cooldowns.cooling(tracked) if tracked else {}
         prompt_tokens = estimate_tokens(messages)
         fallbacks: list[dict[str, str]] = []
-        causes: list[str] = []
-        """Why each fallback happened, cooldowns resolved to what caused them."""
+        causes: list[str] = []  # why each fallback happened; a cooldown counts as its cause
         providers_down: dict[str, Reason] = {}
         min_window = 0
 
