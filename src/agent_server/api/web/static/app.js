@@ -672,8 +672,11 @@
 
   function showKeyPanel(message) {
     ui.keyMessage.textContent = message || "This server needs an API key. It is kept in this browser only.";
-    ui.keyPanel.hidden = false;
-    ui.keyInput.value = keyStore.get();
+    if (ui.keyPanel.hidden) {
+      // Only when it opens: a second 401 must not overwrite what is being typed.
+      ui.keyPanel.hidden = false;
+      ui.keyInput.value = keyStore.get();
+    }
     ui.keyInput.focus();
   }
 
