@@ -174,6 +174,17 @@ async def test_metadata_merges_and_search_filters_and_sorts(core: Core) -> None:
     )
     assert [t.thread_id for t in page] == [second.thread_id]
     assert await core.threads.count(ALICE, metadata={"graph_id": "agent"}) == 2
+    assert await core.threads.count(ALICE) == 3
+    assert await core.threads.count(ALICE, status="idle") == 3
+    assert await core.threads.count(BOB, metadata={"flag": True}) == 0
+
+    # NUL cannot live in PostgreSQL text/JSONB: stored (and searched) as U+FFFD.
+    nul = await core.threads.create(ALICE, metadata={"k": "a\x00b"})
+    assert nul.metadata == {"k": "a\ufffdb"}
+    found = await core.threads.search(ALICE, metadata={"k": "a\x00b"})
+    assert [t.thread_id for t in found] == [nul.thread_id]
+    patched = await core.threads.update(ALICE, nul.thread_id, {"j": "\x00"})
+    assert patched.metadata["j"] == "\ufffd"
 
 
 async def test_status_busy_interrupted_error(core: Core) -> None:

@@ -243,7 +243,7 @@ class TranscriptRepository:
             "title": None,
             "created_at": now,
             "last_active_at": now,
-            "metadata": metadata,
+            "metadata": sql_safe(metadata),
             "status": "idle",
         }
         insert = self._insert_or_ignore()
@@ -276,22 +276,50 @@ class TranscriptRepository:
         value equal), newest activity first by default. `statuses` filters on the
         stored status; `busy` is not stored, so the caller filters that one."""
         table = _SESSIONS
-        stmt = select(table).where(table.c.owner == owner)
-        if ids is not None:
-            stmt = stmt.where(table.c.id.in_(ids))
-        if statuses is not None:
-            stmt = stmt.where(table.c.status.in_(statuses))
-        if metadata:
-            condition = self._metadata_contains(metadata)
-            if condition is None:
-                return []
-            stmt = stmt.where(condition)
+        where = self._thread_filter(owner, metadata, ids, statuses)
+        if where is None:
+            return []
         column = _SORT_COLUMNS.get(sort_by, table.c.last_active_at)
         order = column.asc() if sort_order == "asc" else column.desc()
-        stmt = stmt.order_by(order, table.c.id).limit(limit).offset(offset)
+        stmt = select(table).where(*where).order_by(order, table.c.id).limit(limit).offset(offset)
         return await self._read(
             lambda conn: [_session_info(row) for row in conn.execute(stmt).all()]
         )
+
+    async def count_threads(
+        self,
+        owner: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        statuses: list[str] | None = None,
+    ) -> int:
+        """How many rows `search_threads` would find with the same filters."""
+        where = self._thread_filter(owner, metadata, None, statuses)
+        if where is None:
+            return 0
+        stmt = select(func.count()).select_from(_SESSIONS).where(*where)
+        return await self._read(lambda conn: int(conn.execute(stmt).scalar_one()))
+
+    def _thread_filter(
+        self,
+        owner: str,
+        metadata: dict[str, Any] | None,
+        ids: list[str] | None,
+        statuses: list[str] | None,
+    ) -> list[Any] | None:
+        """The WHERE clauses of a thread search; None when no row can match."""
+        table = _SESSIONS
+        where: list[Any] = [table.c.owner == owner]
+        if ids is not None:
+            where.append(table.c.id.in_(ids))
+        if statuses is not None:
+            where.append(table.c.status.in_(statuses))
+        if metadata:
+            condition = self._metadata_contains(sql_safe(metadata))
+            if condition is None:
+                return None
+            where.append(condition)
+        return where
 
     def _metadata_contains(self, metadata: dict[str, Any]) -> Any:
         """`metadata @> :filter` on PostgreSQL (the GIN index); on SQLite one JSON1
@@ -330,10 +358,10 @@ class TranscriptRepository:
                 return None
             values: dict[str, Any] = {"last_active_at": utcnow()}
             if metadata is not None:
-                values["metadata"] = {**(row._mapping["metadata"] or {}), **metadata}
+                values["metadata"] = {**(row._mapping["metadata"] or {}), **sql_safe(metadata)}
             if status is not None:
                 values["status"] = status
-                values["error"] = error if status == "error" else None
+                values["error"] = sql_safe(error) if status == "error" else None
             conn.execute(table.update().where(table.c.id == thread_id).values(**values))
             return _session_info(conn.execute(_GET_ANY_SESSION, {"id": thread_id}).one())
 

@@ -251,6 +251,9 @@ class Threads:
         values: dict[str, Any] | None = None,
         status: str | None = None,
     ) -> int:
+        if values is None and status is None:
+            return await self._transcript.count_threads(principal, metadata=metadata)
+        # `values` and statuses are judged per thread (see `search`).
         matches = await self.search(
             principal, metadata=metadata, values=values, status=status, limit=10**9
         )
