@@ -94,7 +94,7 @@ def test_fifty_megabyte_header_is_refused_at_once(served: ServerProcess) -> None
         def attack() -> None:
             nonlocal sent
             try:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
                 block = b"a" * (1024 * 1024)
                 for _ in range(FIFTY_MB // len(block)):
                     sock.sendall(block)
@@ -129,19 +129,23 @@ def test_fifty_megabyte_header_is_refused_at_once(served: ServerProcess) -> None
 def test_header_count_and_size_limits_in_the_parser(served: ServerProcess) -> None:
     port = _port(served.url)
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
-    status, _, body = _raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    status, _, body = _raw_request(
+        port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n"
+    )
     assert status == 431
     assert json.loads(body)["error"]["code"] == "headers_too_large"
     assert "100" in json.loads(body)["error"]["message"]
 
     fine = b"".join(b"X-H%d: v\r\n" % i for i in range(90))
-    status, _, _ = _raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fine + b"\r\n")
+    status, _, _ = _raw_request(
+        port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fine + b"\r\n"
+    )
     assert status == 200
 
     # Just under the size limit passes; just over it does not.
-    under = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 15_000 + b"\r\n\r\n"
+    under = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 15_000 + b"\r\n\r\n"
     assert _raw_request(port, under)[0] == 200
-    over = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17_000 + b"\r\n\r\n"
+    over = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 17_000 + b"\r\n\r\n"
     assert _raw_request(port, over)[0] == 431
     # A long body does not count as head.
     with httpx.Client(base_url=served.url, timeout=30) as client:
@@ -156,7 +160,7 @@ def test_huge_chunked_trailer_is_cut_off(served: ServerProcess) -> None:
     rss_before = _rss_kib(served.process.pid)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
-            b"POST /api/documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/documents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: "
         )
         refused = False
@@ -173,7 +177,7 @@ def test_huge_chunked_trailer_is_cut_off(served: ServerProcess) -> None:
     # A normal chunked upload with a small trailer still works.
     body = b'{"title": "t", "content": "chunked"}'
     chunked = (
-        b"POST /api/documents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /api/documents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
         + b"%x\r\n" % len(body)
         + body
@@ -185,7 +189,7 @@ def test_huge_chunked_trailer_is_cut_off(served: ServerProcess) -> None:
 def test_keep_alive_connection_counts_each_head_afresh(served: ServerProcess) -> None:
     """Limits are per request: many small requests on one connection all pass."""
     port = _port(served.url)
-    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 8000 + b"\r\n\r\n"
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"p" * 8000 + b"\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         for _ in range(5):
             sock.sendall(request)
@@ -199,13 +203,13 @@ def test_slow_head_gets_408(tmp_path: Path) -> None:
     with server_process(env, tmp_path / "server.log") as server:
         port = _port(server.url)
         with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             sock.sendall(b"X-Slow: a")  # and never the rest
             status, _, body = _read_response(sock)
             assert sock.recv(1) == b""  # closed after the answer
         with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
             try:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
                 for _ in range(40):  # one byte every 0.1 s: 4 s, never finishing
                     sock.sendall(b"a")
                     time.sleep(0.1)
