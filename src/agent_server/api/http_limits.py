@@ -12,16 +12,19 @@ reach the parser, and its header fields as they are parsed; over either limit it
 answers 431 in our JSON error shape. Chunked trailers are headers too, parsed the
 same quadratic way after the body: bytes that arrive after the head without
 carrying any body (trailers, chunk extensions) are held to the same
-`MAX_HEADER_BYTES`, and the connection is closed beyond it. A head must also arrive whole within
-`HEADER_TIMEOUT_SECONDS` of its first byte, else 408 (uvicorn bounds only the idle
-time between requests, so a client dribbling one header byte at a time could hold
-a connection forever: slowloris). After a refusal it half-closes, discards what
-the client still sends for a moment (so the client reads the answer rather than a
-reset) and closes. Written by hand because no maintained server offers this for
-httptools; it overrides four documented `asyncio.Protocol`/parser callbacks and
-otherwise leaves uvicorn's protocol untouched.
+`MAX_HEADER_BYTES`, and the connection is closed beyond it. A head must also
+arrive whole within `HEADER_TIMEOUT_SECONDS` of its first byte, else 408 (uvicorn
+bounds only the idle time between requests, so a client dribbling one header byte
+at a time could hold a connection forever: slowloris). After a refusal it
+half-closes, discards what the client still sends for a moment (so the client
+reads the answer rather than a reset) and closes. Written by hand because no
+maintained server offers this for httptools; it overrides uvicorn's
+`asyncio.Protocol` and parser callbacks (`data_received`, `on_header`,
+`on_headers_complete`, `on_body`, `on_message_complete`, `connection_lost`) and
+calls each original.
 
-`agent-server serve` uses it with `MAX_HEADER_BYTES`/`MAX_HEADERS`; under another
+`agent-server serve` uses it with `MAX_HEADER_BYTES`, `MAX_HEADERS` and
+`HEADER_TIMEOUT_SECONDS`; under another
 server, pass `--http agent_server.api.http_limits:BoundedHttpToolsProtocol`
 (default limits) to uvicorn, or `--http h11 --h11-max-incomplete-event-size N`.
 `HeaderLimitMiddleware` (`api/security.py`) applies the same limits to the
