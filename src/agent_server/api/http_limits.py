@@ -103,7 +103,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(431, HEADERS_TOO_LARGE, message)
 
     def _head_over_limit(self, data: bytes) -> bool:
-        """Add this chunk's share of the head (up to its blank line) to the count."""
+        """Add this chunk's share of the head (up to its blank line) to the count.
+
+        Counting starts again once a request is complete, so a pipelined request that
+        follows another within the same read is counted from the next read on: an
+        undercount of at most one read (256 KiB), never an unbounded one."""
         window = self._head_tail + data
         ends = [i + len(end) for end in _HEAD_ENDS if (i := window.find(end)) >= 0]
         counted = len(data) if not ends else max(0, min(ends) - len(self._head_tail))
