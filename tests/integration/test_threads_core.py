@@ -288,8 +288,14 @@ async def test_state_history_checkpoints_and_forks(core: Core) -> None:
     assert now.config["configurable"]["checkpoint_id"] == copied["checkpoint_id"]
     assert now.values["messages"] == head.values["messages"]
 
-    with pytest.raises(InvalidRequest):
-        await core.threads.update_state(ALICE, tid, {"messages": []}, as_node="no_such_node")
+    for values, as_node in (
+        ({"messages": []}, "no_such_node"),
+        ({"messages": 5}, "model"),  # LangChain: NotImplementedError
+        ([1, 2], "model"),
+        ({"messages": [{"role": "alien", "content": "x"}]}, "model"),
+    ):
+        with pytest.raises(InvalidRequest):
+            await core.threads.update_state(ALICE, tid, values, as_node=as_node)
 
 
 async def test_copy_and_delete(core: Core) -> None:

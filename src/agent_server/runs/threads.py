@@ -344,7 +344,9 @@ class Threads:
         config = thread_config(thread_id, checkpoint, checkpoint_id)
         try:
             new_config = await self._graph.aupdate_state(config, values, as_node=as_node)
-        except (InvalidUpdateError, ValueError, KeyError) as exc:
+        except (InvalidUpdateError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+            # What LangGraph and LangChain raise for values the graph cannot take
+            # (a non-dict update, a message that is not one): the client's mistake.
             raise InvalidRequest(f"cannot update the state: {exc}") from exc
         configurable = new_config["configurable"]
         await self._transcript.update_thread(thread_id, principal)  # updated_at
