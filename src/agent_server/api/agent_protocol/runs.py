@@ -31,10 +31,11 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from agent_server.api.agent_protocol.body import body_of
-from agent_server.api.agent_protocol.events import frames, graph_modes
+from agent_server.api.agent_protocol.events import frame, frames, graph_modes
 from agent_server.api.agent_protocol.schemas import RunCreate
 from agent_server.api.agent_protocol.surface import AgentProtocol, Surface
 from agent_server.api.agent_protocol.threads import ThreadId, thread_id_of
@@ -169,6 +170,13 @@ async def _sse_body(
             for item in out:
                 yield item
             ended = ended or event.event == "end"
+    except AgentServerError as exc:  # e.g. the store went away mid-stream
+        yield frame("error", {"error": type(exc).__name__, "message": exc.message})
+    except (RedisError, OSError) as exc:
+        log.warning("run stream %s broke: %s", record.run_id, type(exc).__name__)
+        yield frame(
+            "error", {"error": "StoreUnavailable", "message": "the state store is unreachable"}
+        )
     finally:
         if cancel_on_disconnect and not ended:
             await _cancel_quietly(surface, principal, record)
