@@ -409,3 +409,46 @@ async def test_tool_calls_beyond_the_cap_are_not_run(tmp_path: Path) -> None:
     refused = [m for m in results if "at most 16 tool calls" in str(m["content"])]
     assert len(refused) == 14
     assert all('"result": 2' in str(m["content"]) for m in results[:16])
+
+
+# --- a turn cut off by the client leaves no ghost (item 4's class) -----------------------------
+
+
+async def test_a_stream_the_client_abandons_leaves_nothing_in_the_next_context(
+    tmp_path: Path,
+) -> None:
+    """A guard, not a reproduction (this one held before issue 16): a run cancelled
+    mid-answer must not become context either."""
+    with fake_upstream() as fake:
+        settings = make_settings(
+            tmp_path,
+            openrouter_api_key="sk-test",
+            openrouter_base_url=fake.base_url,
+            agent_models=["m1"],
+        )
+        with serve_in_thread(create_app(settings)) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                fake.always("m1", text("first answer"))
+                first = await client.post("/api/chat/message", json={"message": "first question"})
+                session_id = first.json()["session_id"]
+
+                fake.always("m1", text("ghost " * 40, tokens_per_second=20))
+                body = {"message": "ghost question", "session_id": session_id}
+                async with client.stream("POST", "/api/chat/message/stream", json=body) as stream:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("event: message"):
+                            break  # the answer is streaming: hang up
+
+                fake.always("m1", text("third answer"))
+                for _ in range(50):  # the cancelled run frees the session shortly
+                    third = await client.post(
+                        "/api/chat/message",
+                        json={"message": "third question", "session_id": session_id},
+                    )
+                    if third.status_code != 409:
+                        break
+                    await asyncio.sleep(0.1)
+                assert third.status_code == 200, third.text
+        sent = [str(m.get("content")) for m in fake.requests[-1].body["messages"]]
+    assert "first question" in sent
+    assert not [t for t in sent if "ghost" in t], sent
