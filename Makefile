@@ -34,8 +34,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/agent-server serve
 
+# The JS SDK acceptance tests (tests/js, run by tests/agent_protocol/test_js_client.py):
+# `npm ci` again only when the lockfile changes.
+JS_DIR   := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	touch $(JS_STAMP)
+
 # The suite includes a --quick smoke run of the benchmarks, hence the bench extra.
-test: $(BENCH_STAMP)
+test: $(BENCH_STAMP) $(JS_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -60,4 +69,4 @@ studio: $(STAMP)
 		$(BIN)/langgraph dev --no-browser --config langgraph.json
 
 clean:
-	rm -rf $(VENV) $(SERVER_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVER_VENV) .pytest_cache .ruff_cache $(JS_DIR)/node_modules
