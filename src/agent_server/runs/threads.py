@@ -21,6 +21,7 @@ Ownership as on REST: every method takes the caller's principal, and a stranger 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from agent_server.persistence.repository import SessionInfo, TranscriptRepositor
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
 STATUSES: frozenset[str] = frozenset({"idle", "busy", "interrupted", "error"})
 STORED_STATUSES: frozenset[str] = frozenset({"idle", "interrupted", "error"})
+READ_CONCURRENCY = 8
+"""Threads whose state a search reads at once."""
 SEARCH_BATCH = 100
 """Rows read per SQL page when a search filters on something SQL cannot see."""
 
@@ -154,6 +157,13 @@ class Threads:
             error=row.error if status == "error" else None,
         )
 
+    async def _threads(self, rows: Sequence[SessionInfo]) -> list[Thread]:
+        found: list[Thread] = []
+        for start in range(0, len(rows), READ_CONCURRENCY):
+            chunk = rows[start : start + READ_CONCURRENCY]
+            found += await asyncio.gather(*(self._thread(row) for row in chunk))
+        return found
+
     # --- threads --------------------------------------------------------------
 
     async def create(
@@ -227,8 +237,10 @@ class Threads:
                 limit=batch,
                 offset=sql_offset,
             )
-            for row in rows:
-                thread = await self._thread(row)
+            # Each thread's state and slot are separate reads: issue a few at once
+            # (Agent Chat UI's sidebar asks for 100 threads at a time), not all, so
+            # one search cannot flood the store's connections.
+            for thread in await self._threads(rows):
                 if status is not None and thread.status != status:
                     continue
                 if values is not None and not _contains(thread.values, values):
