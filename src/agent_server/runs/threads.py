@@ -216,6 +216,8 @@ class Threads:
         batches until they have `limit` matches."""
         if status is not None and status not in STATUSES:
             raise InvalidRequest(f"unknown thread status {status!r}")
+        if limit <= 0:
+            return []
         stored = None
         if status in STORED_STATUSES:
             # A stored `idle` thread may also be interrupted (its graph stopped with
