@@ -189,17 +189,6 @@ class StoreUnavailable(AgentServerError):
         super().__init__(message)
 
 
-class InvalidId(AgentServerError):
-    """An id in the path that no session or document can have (a NUL, over 64
-    characters): refused before any database sees it, like the same id in a body."""
-
-    status_code = 422
-    code = "validation_error"
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} must be 1-64 characters without NUL or control characters")
-
-
 class IdempotencyKeyReused(AgentServerError):
     """An `Idempotency-Key` already answered a request with a different body."""
 

@@ -51,7 +51,6 @@ from agent_server.config import Settings
 from agent_server.errors import (
     AgentServerError,
     IdempotencyKeyReused,
-    InvalidId,
     InvalidModel,
     InvalidTools,
     RequestInProgress,
@@ -77,9 +76,10 @@ MAX_ID_CHARS = 64
 
 
 def possible_id(value: str) -> bool:
-    """Could a session have this id? Ids with a NUL or control character, or longer
-    than the column, can never exist: refused with 422 before any SQL (PostgreSQL
-    answers NUL with an error, SQLite with "not found")."""
+    """Could a session have this id? One with a NUL or control character, or longer
+    than the column, can never exist: it is not found (404, as an unknown document
+    id is) without asking SQL, where PostgreSQL would fail on the NUL and SQLite
+    would answer "not found". (In a body, `session_id` is validated: 422.)"""
     return 0 < len(value) <= MAX_ID_CHARS and value.isprintable()
 
 
@@ -238,7 +238,10 @@ class ChatService:
 
     async def get_session(self, principal: str, session_id: str) -> SessionInfo:
         if not possible_id(session_id):
-            raise InvalidId("session_id")
+            shown = (
+                session_id if len(session_id) <= MAX_ID_CHARS else session_id[:MAX_ID_CHARS] + "…"
+            )
+            raise SessionNotFound(shown)
         with store_errors():
             session = await self._deps.transcript.get_session(session_id, principal)
         if session is None:
