@@ -7,6 +7,7 @@ ownership (another key gets 404 on every thread route).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from langgraph_sdk.errors import ConflictError, NotFoundError
 from agent_server.api.app import create_app
 from agent_server.config import Settings
 from tests.conftest import ALICE, BOB, make_settings
+from tests.support.fake_upstream import fake_upstream, text
 from tests.support.servers import serve_in_thread
 
 AGENT_ID = "fe096781-5601-53d2-b2f6-0d3403f7e9ca"
@@ -386,3 +388,36 @@ async def test_cors_preflight_for_studio_with_private_network_access(url: str) -
             "x-request-id",
             "retry-after",
         } <= exposed
+
+
+async def test_keepalives_while_a_slow_run_goes_on(tmp_path: Path) -> None:
+    """`/wait` sends a newline, streams a `: heartbeat` comment, every
+    `SSE_PING_SECONDS` while a run takes its time (proxies close silent connections,
+    and the JS SDK reconnects after 3 silent intervals); the body still parses."""
+    with fake_upstream() as upstream:
+        upstream.always(
+            "slow",
+            text(
+                " ".join(f"w{i}" for i in range(12)), first_token_latency=1.0, tokens_per_second=8.0
+            ),
+        )
+        settings = make_settings(
+            tmp_path,
+            openrouter_api_key="fake-upstream-key",
+            openrouter_base_url=upstream.base_url,
+            agent_models=["slow"],
+            sse_ping_seconds=0.3,
+        )
+        with serve_in_thread(create_app(settings)) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as raw:
+                body = {"assistant_id": "agent", "input": ask("hello")}
+                waited = await raw.post("/runs/wait", json=body)
+                assert waited.status_code == 200
+                assert waited.content.startswith(b"\n")
+                assert (
+                    " ".join(f"w{i}" for i in range(12))
+                    in json.loads(waited.content)["messages"][-1]["content"]
+                )
+                async with raw.stream("POST", "/runs/stream", json=body) as streamed:
+                    chunks = b"".join([chunk async for chunk in streamed.aiter_bytes()])
+                assert b": heartbeat" in chunks and b"event: end" in chunks

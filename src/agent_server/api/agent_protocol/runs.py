@@ -48,8 +48,6 @@ from agent_server.runs.store import RunRecord
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["agent protocol"], default_response_class=WireResponse)
-WAIT_KEEPALIVE_SECONDS = 5.0
-"""A newline this often while `/wait` and `/join` wait (the reference's interval)."""
 TRUE = frozenset({"1", "true", "yes", "True"})
 
 
@@ -202,7 +200,11 @@ def sse_response(
 
 
 async def _json_body(
-    surface: AgentProtocol, principal: str, record: RunRecord, cancel_on_disconnect: bool
+    surface: AgentProtocol,
+    principal: str,
+    record: RunRecord,
+    cancel_on_disconnect: bool,
+    keepalive: float,
 ) -> AsyncIterator[bytes]:
     """Newlines while the run goes on, then its result. Hand-written because the
     keep-alive must interleave with one awaited result (no library does that for a
@@ -211,7 +213,7 @@ async def _json_body(
     answered = False
     try:
         while True:
-            done, _ = await asyncio.wait({waiting}, timeout=WAIT_KEEPALIVE_SECONDS)
+            done, _ = await asyncio.wait({waiting}, timeout=keepalive)
             if done:
                 break
             yield b"\n"
@@ -229,11 +231,19 @@ async def _json_body(
 
 
 def json_response(
-    surface: AgentProtocol, principal: str, record: RunRecord, *, cancel_on_disconnect: bool
+    request: Request,
+    surface: AgentProtocol,
+    principal: str,
+    record: RunRecord,
+    *,
+    cancel_on_disconnect: bool,
 ) -> StreamingResponse:
+    """The run's result as JSON, a newline every `SSE_PING_SECONDS` until then (the
+    same keep-alive spacing as the streams; the reference uses 5 s)."""
     path = run_path(record)
+    keepalive = request.app.state.settings.sse_ping_seconds
     return StreamingResponse(
-        _json_body(surface, principal, record, cancel_on_disconnect),
+        _json_body(surface, principal, record, cancel_on_disconnect, keepalive),
         media_type="application/json",
         headers={"Location": f"{path}/join", "Content-Location": path},
     )
@@ -289,13 +299,17 @@ async def create_and_stream(
 
 @router.post("/threads/{thread_id}/runs/wait", response_model=None, dependencies=Limited)
 async def create_and_wait(
-    surface: Surface, principal: Principal, thread_id: ThreadId, body: body_of(RunCreate)
+    request: Request,
+    surface: Surface,
+    principal: Principal,
+    thread_id: ThreadId,
+    body: body_of(RunCreate),
 ) -> StreamingResponse:
     record = await surface.runs.create(
         principal, thread_id_of(thread_id), run_request(surface, body, waited=True)
     )
     return json_response(
-        surface, principal, record, cancel_on_disconnect=body.on_disconnect == "cancel"
+        request, surface, principal, record, cancel_on_disconnect=body.on_disconnect == "cancel"
     )
 
 
@@ -330,10 +344,10 @@ async def get(surface: Surface, principal: Principal, thread_id: ThreadId, run_i
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join", response_model=None)
 async def join(
-    surface: Surface, principal: Principal, thread_id: ThreadId, run_id: str
+    request: Request, surface: Surface, principal: Principal, thread_id: ThreadId, run_id: str
 ) -> StreamingResponse:
     record = await _record(surface, principal, thread_id, run_id)
-    return json_response(surface, principal, record, cancel_on_disconnect=False)
+    return json_response(request, surface, principal, record, cancel_on_disconnect=False)
 
 
 @router.get(

@@ -61,9 +61,9 @@ async def stream(
 
 @router.post("/runs/wait", response_model=None, dependencies=Limited)
 async def wait(
-    surface: Surface, principal: Principal, body: body_of(RunCreate)
+    request: Request, surface: Surface, principal: Principal, body: body_of(RunCreate)
 ) -> StreamingResponse:
     record = await surface.runs.create(principal, None, run_request(surface, body, waited=True))
     return json_response(
-        surface, principal, record, cancel_on_disconnect=body.on_disconnect == "cancel"
+        request, surface, principal, record, cancel_on_disconnect=body.on_disconnect == "cancel"
     )
