@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from agent_server import __version__
-from agent_server.api import agent_protocol
+from agent_server.api import agent_protocol, openai
 from agent_server.api.access_log import AccessLogMiddleware
 from agent_server.api.agent_protocol.builtin import Assistants
 from agent_server.api.auth import Authenticator
@@ -179,6 +179,9 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
         )
     # Every request's Redis calls together wait at most this long (a hung Redis → 503).
     app.add_middleware(RedisTimeMiddleware, seconds=settings.redis_request_timeout_seconds)
+    # Outside every layer that can answer with an error, so /v1 errors all leave in
+    # OpenAI's shape.
+    app.add_middleware(openai.OpenAIErrorShape)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.add_middleware(
         CorrelationIdMiddleware, header_name="X-Request-ID", validator=is_safe_request_id
@@ -193,6 +196,8 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
     for router in agent_protocol.AUTHENTICATED:
         app.include_router(router, dependencies=authenticated, responses=API_ERRORS)
     for router in agent_protocol.OPEN:
+        app.include_router(router)
+    for router in openai.ROUTERS:
         app.include_router(router)
     web.install(app)  # the chat page at / and its assets under /static/
     return app

@@ -99,7 +99,7 @@ _CONTEXT = _re(
 _POLICY = _re(r"content[_ ]?(policy|filter|management)|moderation|flagged|guardrail|safety")
 _MODEL_GONE = _re(
     r"model_not_found|not a valid model|invalid model|no endpoints found|does not exist"
-    r"|not found, try pulling|model .* not found|unknown model"
+    r"|not found, try pulling|model [^\n]{0,200}? not found|unknown model"
 )
 _UNSUPPORTED = _re(r"unsupported_(parameter|value)|does not support|not supported|unsupported")
 

@@ -168,6 +168,10 @@ class Runs:
         return self._store
 
     @property
+    def transcript(self) -> TranscriptRepository:
+        return self._transcript
+
+    @property
     def replica_id(self) -> str:
         return self._replica
 
@@ -341,7 +345,16 @@ class Runs:
         except asyncio.CancelledError:
             status = "interrupted"
         except AgentServerError as exc:
-            status, error = "error", {"error": type(exc).__name__, "message": exc.message}
+            # `code` and `status` let every surface answer as it would a direct call.
+            error = {
+                "error": type(exc).__name__,
+                "message": exc.message,
+                "code": exc.code,
+                "status": exc.status_code,
+            }
+            if exc.details is not None:
+                error["details"] = jsonable(exc.details)
+            status = "error"
         except Exception as exc:
             log.exception("run %s failed", run_id)
             status, error = "error", {"error": type(exc).__name__, "message": str(exc)}
@@ -362,8 +375,12 @@ class Runs:
             record.owner,
             request,
             # A run from an explicit checkpoint (a fork) or continuing one (input None,
-            # a resume) sees exactly that checkpoint's history, never the SQL past.
-            no_past=explicit_checkpoint or request.input is None or request.command is not None,
+            # a resume) sees exactly that checkpoint's history, never the SQL past; a
+            # temporary thread has none.
+            no_past=explicit_checkpoint
+            or request.input is None
+            or request.command is not None
+            or "temporary" in record.metadata,
         )
         graph_input: Any = Command(**request.command) if request.command else request.input
         config = self._config(record, request)
