@@ -20,6 +20,9 @@ TARGETS = {
     "many_streams_errors": 0,
     "many_streams_rss_peak_mb": 300.0,
     "peer_speedup_c50": 20.0,
+    "ap_wait_p50_c1_vs_rest": 1.1,
+    "ap_vs_langgraph_dev_c1": 100.0,
+    "ap_vs_langgraph_dev_c50": 2.0,
 }
 VARIANT_LABELS = {
     "embedded": "HTTP, embedded (SQLite)",
@@ -122,7 +125,105 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": row["speedup"] >= TARGETS["peer_speedup_c50"],
                 }
             )
+    out += _ap_targets(summary.get("ap") or {})
     return out
+
+
+def _ap_row(rows: list[dict[str, Any]], client: str, c: int) -> dict[str, Any] | None:
+    for row in rows:
+        if row.get("client") == client and row.get("concurrency") == c and row.get("turns"):
+            return row
+    return None
+
+
+def ap_ratios(ap: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per variant of our server, the Agent Protocol section's same-run ratios: p50s
+    over the REST turn's at c=1, runs/s over `langgraph dev`'s (None: not measured)."""
+    dev = (ap.get("langgraph_dev") or {}).get("rows") or []
+    out: dict[str, dict[str, float | None]] = {}
+    for variant, facts in (ap.get("variants") or {}).items():
+        rows = facts.get("rows") or []
+        if not rows:
+            continue
+        ratios: dict[str, float | None] = {}
+        rest = _ap_row(rows, "rest", 1)
+        for client, key in (("runs.wait", "wait"), ("runs.stream", "stream")):
+            mine = _ap_row(rows, client, 1)
+            ratios[f"{key}_p50_over_rest_c1"] = (
+                mine["p50_ms"] / rest["p50_ms"] if mine and rest and rest["p50_ms"] else None
+            )
+            for c in sorted({r["concurrency"] for r in rows}):
+                mine, theirs = _ap_row(rows, client, c), _ap_row(dev, client, c)
+                ratios[f"{key}_runs_per_s_over_langgraph_dev_c{c}"] = (
+                    mine["runs_per_s"] / theirs["runs_per_s"]
+                    if mine and theirs and theirs["runs_per_s"]
+                    else None
+                )
+        out[variant] = ratios
+    return out
+
+
+def _ap_targets(ap: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    limit = TARGETS["ap_wait_p50_c1_vs_rest"]
+    for variant, ratios in ap_ratios(ap).items():
+        value = ratios.get("wait_p50_over_rest_c1")
+        if value is not None:
+            out.append(
+                {
+                    "target": f"`runs.wait` p50, c=1, {variant}: ≤ {limit:g}x the REST turn's",
+                    "value": f"{value:.2f}x",
+                    "met": value <= limit,
+                }
+            )
+        for c, key in ((1, "ap_vs_langgraph_dev_c1"), (50, "ap_vs_langgraph_dev_c50")):
+            value = ratios.get(f"wait_runs_per_s_over_langgraph_dev_c{c}")
+            if value is not None:
+                out.append(
+                    {
+                        "target": f"`runs.wait` runs/s, c={c}, {variant}: "
+                        f"≥ {TARGETS[key]:g}x `langgraph dev`",
+                        "value": f"{value:.1f}x",
+                        "met": value >= TARGETS[key],
+                    }
+                )
+    return out
+
+
+def _ap_lines(ap: dict[str, Any]) -> list[str]:
+    lines = [
+        "Agent Protocol (`langgraph_sdk` `threads.create` + `runs.wait` / `runs.stream` "
+        "with `[values, messages-tuple]`, a new thread per run) beside the REST turn "
+        "(`POST /api/chat/message`, a new session per turn) on the same server. "
+        "First event: from the `runs.stream` call to the first `messages` event / "
+        "the first one with text, p50 / p99.",
+        "",
+        "| server | client | c | runs/s | p50 ms | p95 ms | p99 ms | first event ms "
+        "| first text ms | server CPU ms/run | client CPU ms/run | errors |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    groups: list[tuple[str, dict[str, Any]]] = [
+        (f"agent-server, {variant}", facts) for variant, facts in (ap.get("variants") or {}).items()
+    ]
+    groups.append(("`langgraph dev`", ap.get("langgraph_dev") or {}))
+    for label, facts in groups:
+        if "skipped" in facts:
+            lines.append(f"| {label} | skipped: {facts['skipped']} |")
+            continue
+        for row in facts.get("rows", []):
+            cells = []
+            for name in ("first_message", "first_text"):
+                part = row.get(name)
+                cells.append(f"{_fmt(part['p50_ms'])} / {_fmt(part['p99_ms'])}" if part else "-")
+            lines.append(
+                f"| {label} | {row['client']} | {row['concurrency']} | "
+                f"{_fmt(row['runs_per_s'])} | {_fmt(row['p50_ms'])} | {_fmt(row['p95_ms'])} | "
+                f"{_fmt(row['p99_ms'])} | {cells[0]} | {cells[1]} | "
+                f"{_fmt(row.get('server_cpu_ms_per_run'), 2)} | "
+                f"{_fmt(row.get('client_cpu_ms_per_run'), 2)} | {row['errors']} |"
+            )
+    lines.append("")
+    return lines
 
 
 def measured(summary: dict[str, Any]) -> dict[str, Any]:
@@ -258,6 +359,9 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{_fmt(row['langgraph_dev_turns_per_s'])} | {_fmt(row['speedup'])}x |"
             )
         lines.append("")
+    ap = summary.get("ap") or {}
+    if ap.get("variants"):
+        lines += _ap_lines(ap)
     checks = targets(summary)
     if checks:
         lines += ["| target | measured | met |", "|---|--:|:-:|"]

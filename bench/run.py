@@ -8,7 +8,9 @@
 Sections: floor (in-process graph, the reference), http (non-streaming turns
 over HTTP: embedded, Redis, Redis + Postgres), stream (TTFT and per-token
 overhead against a fake upstream), many (hundreds of concurrent streams),
-checkpointer (`bench/checkpointer.py`, when present), peer (`langgraph dev`).
+checkpointer (`bench/checkpointer.py`, when present), ap (the LangGraph
+Platform API through `langgraph_sdk`, beside REST; with `--peer` also against
+`langgraph dev`), peer (`langgraph dev`).
 Each section's JSON is written as soon as it finishes (`<out>/<section>.json`),
 then `summary.json`, `summary.png` and a markdown table on stdout. A section
 that fails is recorded with its error and the run goes on; the exit status is 1
@@ -35,7 +37,7 @@ from typing import Any
 from bench import report, servers
 from bench.common import environment, run_async, workloads
 
-SECTIONS = ("floor", "http", "stream", "many", "checkpointer", "peer")
+SECTIONS = ("floor", "http", "stream", "many", "checkpointer", "ap", "peer")
 DEFAULT_OUT = Path("bench/results")
 
 
@@ -63,6 +65,10 @@ class Plan:
     many_variant: str = "embedded"
     checkpointer_pairs: int = 2000
     peer_concurrencies: list[int] = field(default_factory=lambda: [1, 50])
+    ap_variants: list[str] = field(default_factory=lambda: ["embedded", "redis"])
+    ap_concurrencies: list[int] = field(default_factory=lambda: [1, 50])
+    ap_peer: bool = False
+    """`langgraph dev` in the ap section too (`--peer`)."""
     redis_url: str = servers.DEFAULT_REDIS_URL
 
     @classmethod
@@ -83,6 +89,7 @@ class Plan:
             many_seconds=2.0,
             checkpointer_pairs=100,
             peer_concurrencies=[1, 5],
+            ap_concurrencies=[1, 5],
         )
 
 
@@ -110,6 +117,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument(
         "--variants", type=_names, help="HTTP variants out of embedded,redis,redis_postgres"
     )
+    parser.add_argument(
+        "--ap-variants", type=_names, help="ap section's server variants out of embedded,redis"
+    )
+    parser.add_argument(
+        "--ap-concurrency", type=_ints, help="ap section's concurrencies, e.g. 1,50"
+    )
     parser.add_argument("--turns-per-session", type=int, help="long-session workload length")
     parser.add_argument("--streams", type=int, help="streams for the overhead measurement")
     parser.add_argument("--many-streams", type=int, help="concurrent streams (section many)")
@@ -124,11 +137,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     args = parser.parse_args(argv)
     plan = Plan.quick_plan() if args.quick else Plan()
     plan.redis_url = args.redis_url
+    plan.ap_peer = args.peer
     for arg, attribute in (
         ("duration", "duration"),
         ("warmup", "warmup"),
         ("concurrency", "http_concurrencies"),
         ("variants", "http_variants"),
+        ("ap_variants", "ap_variants"),
+        ("ap_concurrency", "ap_concurrencies"),
         ("turns_per_session", "turns_per_session"),
         ("streams", "stream_count"),
         ("many_streams", "many_streams"),
@@ -291,6 +307,20 @@ def run_checkpointer(plan: Plan, out: Path, log_dir: Path) -> dict[str, Any]:
     return json.loads(target.read_text())
 
 
+def run_ap(plan: Plan, log_dir: Path) -> dict[str, Any]:
+    from bench import agent_protocol
+
+    return agent_protocol.run(
+        variants=plan.ap_variants,
+        concurrencies=plan.ap_concurrencies,
+        duration=plan.duration,
+        warmup=plan.warmup,
+        log_dir=log_dir,
+        redis_url=plan.redis_url,
+        peer=plan.ap_peer,
+    )
+
+
 def run_peer(plan: Plan, log_dir: Path) -> dict[str, Any]:
     from bench import peer
 
@@ -347,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_many(plan, log_dir)
                 elif section == "checkpointer":
                     result = run_checkpointer(plan, out, log_dir)
+                elif section == "ap":
+                    result = run_ap(plan, log_dir)
                 else:
                     result = run_peer(plan, log_dir)
             except Exception as exc:

@@ -68,6 +68,15 @@ def test_quick_bench_runs_every_section(tmp_path: Path) -> None:
     checkpointer = summary["checkpointer"]["results"]
     assert {"inmemory", "sqlite_file", "redis"} <= set(checkpointer)
     assert all(row["pairs"] > 0 for row in checkpointer.values())
+    # The Agent Protocol section: langgraph_sdk runs.wait / runs.stream beside REST.
+    ap = summary["ap"]["variants"]
+    assert set(ap) == {"embedded", "redis"}
+    for variant in ap.values():
+        rows = variant["rows"]
+        assert {r["client"] for r in rows} == {"rest", "runs.wait", "runs.stream"}
+        assert all(r["turns"] > 0 and r["errors"] == 0 for r in rows), rows
+        assert all(r["first_message"]["samples"] > 0 for r in rows if r["client"] == "runs.stream")
+    assert summary["ap"]["ratios"]["embedded"]["wait_p50_over_rest_c1"] > 0
     assert [t for t in summary["targets"] if t["met"] is None and t["value"] is not None] == []
     assert (tmp_path / "summary.png").stat().st_size > 10_000
     assert "| target | measured | met |" in done.stdout

@@ -53,3 +53,50 @@ def test_targets_include_the_redis_savers_two_ratios() -> None:
     }
     assert rows["Redis saver pairs/s ≥ 0.5x InMemory"]["met"] is False
     assert "| Redis saver pairs/s ≥ 0.5x InMemory | 0.44x | **no** |" in report.markdown(summary)
+
+
+def _ap_row(client: str, c: int, runs_per_s: float, p50: float) -> dict:
+    return {
+        "client": client,
+        "concurrency": c,
+        "turns": 10,
+        "runs_per_s": runs_per_s,
+        "p50_ms": p50,
+        "p95_ms": p50,
+        "p99_ms": p50,
+        "errors": 0,
+    }
+
+
+def test_agent_protocol_targets_are_same_run_ratios() -> None:
+    ap = {
+        "variants": {
+            "embedded": {
+                "rows": [
+                    _ap_row("rest", 1, 60.0, 16.0),
+                    _ap_row("runs.wait", 1, 50.0, 17.0),
+                    _ap_row("runs.stream", 1, 40.0, 20.0),
+                    _ap_row("runs.wait", 50, 60.0, 800.0),
+                ]
+            },
+            "redis": {"skipped": "Redis unreachable"},
+        },
+        "langgraph_dev": {
+            "rows": [_ap_row("runs.wait", 1, 1.0, 1000.0), _ap_row("runs.wait", 50, 40.0, 1200.0)]
+        },
+    }
+    ratios = report.ap_ratios(ap)
+    assert set(ratios) == {"embedded"}
+    assert ratios["embedded"]["wait_p50_over_rest_c1"] == 17.0 / 16.0
+    assert ratios["embedded"]["stream_runs_per_s_over_langgraph_dev_c1"] is None
+    rows = {t["target"]: t for t in report.targets({"ap": ap})}
+    assert rows["`runs.wait` p50, c=1, embedded: ≤ 1.1x the REST turn's"] == {
+        "target": "`runs.wait` p50, c=1, embedded: ≤ 1.1x the REST turn's",
+        "value": "1.06x",
+        "met": True,
+    }
+    assert rows["`runs.wait` runs/s, c=1, embedded: ≥ 100x `langgraph dev`"]["met"] is False
+    assert rows["`runs.wait` runs/s, c=50, embedded: ≥ 2x `langgraph dev`"]["value"] == "1.5x"
+    text = report.markdown({"ap": ap})
+    assert "| agent-server, redis | skipped: Redis unreachable |" in text
+    assert "| agent-server, embedded | runs.wait | 50 | 60.0 | 800.0 |" in text
