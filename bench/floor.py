@@ -80,7 +80,7 @@ async def saver_for(
 async def in_process_turn(saver_kind: str, redis_url: str) -> AsyncIterator[TurnFn]:
     """A `TurnFn` that invokes the app's graph directly."""
     from agent_server.graph.builder import build_graph
-    from agent_server.graph.state import RunOptions, new_turn
+    from agent_server.graph.state import FLAGS_KEY, RunFlags, RunOptions, new_turn
     from agent_server.resources import build_resources
 
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
@@ -94,15 +94,21 @@ async def in_process_turn(saver_kind: str, redis_url: str) -> AsyncIterator[Turn
             async with saver_for(saver_kind, Path(tmp), redis_url) as saver:
                 graph = build_graph(resources.deps, checkpointer=saver)
                 # As the service does: a thread it just created has no past to restore.
-                first, later = RunOptions(new_session=True), RunOptions()
+                first, later = RunFlags(new_session=True, no_past=True), RunFlags()
 
                 async def turn(session: str | None) -> str:
                     thread_id = session or str(uuid.uuid4())
                     turn_id = str(uuid.uuid4())
                     final = await graph.ainvoke(
                         new_turn(MESSAGE, turn_id),
-                        {"configurable": {"thread_id": thread_id}, "run_id": turn_id},
-                        context=first if session is None else later,
+                        {
+                            "configurable": {
+                                "thread_id": thread_id,
+                                FLAGS_KEY: first if session is None else later,
+                            },
+                            "run_id": turn_id,
+                        },
+                        context=RunOptions(),
                         **extra,
                     )
                     response = final["last_turn"]["response"]

@@ -158,7 +158,7 @@ async def in_process_stream(upstream_url: str) -> AsyncIterator[Any]:
 
     from agent_server.graph.builder import build_graph
     from agent_server.graph.nodes.persist import message_text
-    from agent_server.graph.state import RunOptions, new_turn
+    from agent_server.graph.state import FLAGS_KEY, RunFlags, RunOptions, new_turn
     from agent_server.resources import build_resources
 
     with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
@@ -171,7 +171,7 @@ async def in_process_stream(upstream_url: str) -> AsyncIterator[Any]:
         resources = build_resources(settings)
         durability = getattr(settings, "checkpoint_durability", None)
         extra: dict[str, Any] = {"durability": durability} if durability else {}
-        options = RunOptions(use_tools=False, stream=True)
+        options, flags = RunOptions(use_tools=False), RunFlags(stream=True)
         try:
             await resources.prepare()
             graph = build_graph(resources.deps, checkpointer=InMemorySaver())
@@ -183,7 +183,10 @@ async def in_process_stream(upstream_url: str) -> AsyncIterator[Any]:
                 try:
                     async for mode, chunk in graph.astream(
                         new_turn(STREAM_MESSAGE, turn_id),
-                        {"configurable": {"thread_id": thread_id}, "run_id": turn_id},
+                        {
+                            "configurable": {"thread_id": thread_id, FLAGS_KEY: flags},
+                            "run_id": turn_id,
+                        },
                         context=options,
                         stream_mode=["messages", "custom", "updates"],
                         **extra,

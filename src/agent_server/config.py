@@ -124,6 +124,9 @@ class Settings(BaseSettings):
         "arithmetic, weather for current conditions, search for the user's documents. "
         "Answer concisely and state tool results plainly."
     )
+    approval_tools: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Tools whose calls wait for a person's approval (comma-separated names); a request
+    may add tools for its own run (`require_approval`), never remove any."""
     max_tool_rounds: int = Field(6, ge=1, le=50)
     max_tool_calls_per_round: int = Field(16, ge=1, le=1000)
     """Tool calls one model reply may make; the calls beyond it are not run and get an
@@ -165,7 +168,9 @@ class Settings(BaseSettings):
     """Origins allowed by CORS; empty = CORS off."""
     sse_ping_seconds: float = Field(15.0, gt=0)
 
-    @field_validator("agent_models", "agent_api_keys", "cors_origins", mode="before")
+    @field_validator(
+        "agent_models", "agent_api_keys", "cors_origins", "approval_tools", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

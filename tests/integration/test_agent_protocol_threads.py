@@ -84,6 +84,7 @@ async def test_assistants(alice: LangGraphClient, url: str) -> None:
     assert {n["id"] for n in drawn["nodes"]} == {
         "__start__",
         "model",
+        "approve",
         "tools",
         "persist",
         "__end__",
@@ -98,6 +99,8 @@ async def test_assistants(alice: LangGraphClient, url: str) -> None:
         "model",
         "temperature",
         "max_tokens",
+        "require_approval",
+        "sampling",
     }
     assert await alice.assistants.get_subgraphs("agent") == {}
     versions = await alice.assistants.get_versions(AGENT_ID)

@@ -150,7 +150,9 @@ async def test_wait_returns_final_values_and_the_log_holds_every_event(
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
-async def test_replay_after_an_id_gives_exactly_the_rest(core: Core, upstream: FakeUpstream) -> None:
+async def test_replay_after_an_id_gives_exactly_the_rest(
+    core: Core, upstream: FakeUpstream
+) -> None:
     upstream.always(MODEL, text("one two three four five six", tokens_per_second=200))
     thread = await new_thread(core)
     run = await core.runs.create(
@@ -172,7 +174,9 @@ async def test_reject_refuses_while_running_and_enqueue_runs_in_order(
 ) -> None:
     upstream.always(MODEL, text("slow answer", first_token_latency=0.6))
     thread = await new_thread(core)
-    first = await core.runs.create(ALICE, thread, RunRequest(assistant_id="agent", input=human("1")))
+    first = await core.runs.create(
+        ALICE, thread, RunRequest(assistant_id="agent", input=human("1"))
+    )
     with pytest.raises(ThreadBusy):
         await core.runs.create(
             ALICE, thread, RunRequest("agent", input=human("x"), multitask_strategy="reject")

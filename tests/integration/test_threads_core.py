@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from agent_server.errors import InvalidRequest, ThreadBusy, ThreadExists, ThreadNotFound
 from agent_server.graph.builder import build_graph
-from agent_server.graph.state import RunOptions, new_turn
+from agent_server.graph.state import FLAGS_KEY, RunFlags, RunOptions, new_turn
 from agent_server.persistence.checkpointer import open_checkpointer
 from agent_server.resources import Resources, build_resources
 from agent_server.runs.core import open_run_core
@@ -48,8 +48,11 @@ class Core:
         turn_id = str(uuid.uuid4())
         return await self.graph.ainvoke(
             new_turn(message, turn_id),
-            {"configurable": {"thread_id": thread_id}, "run_id": turn_id},
-            context=RunOptions(principal=owner),
+            {
+                "configurable": {"thread_id": thread_id, FLAGS_KEY: RunFlags(principal=owner)},
+                "run_id": turn_id,
+            },
+            context=RunOptions(),
         )
 
 
@@ -223,7 +226,7 @@ async def test_status_busy_interrupted_error(core: Core) -> None:
         as_node="model",
     )
     state = await core.threads.state(ALICE, tid)
-    assert state.next == ("tools",)
+    assert state.next == ("approve",)
     assert (await core.threads.get(ALICE, tid)).status == "interrupted"
     assert [t.thread_id for t in await core.threads.search(ALICE, status="interrupted")] == [tid]
 

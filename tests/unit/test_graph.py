@@ -26,6 +26,7 @@ from langgraph.graph.state import CompiledStateGraph
 from agent_server.config import OFFLINE_MODEL_ID
 from agent_server.errors import UpstreamAuthError, UpstreamUnavailable
 from agent_server.graph import AgentDeps, RunOptions, build_graph, new_turn
+from agent_server.graph.state import FLAGS_KEY, RunFlags
 from agent_server.llm.fallback import ChainEntry, ModelChain
 from agent_server.llm.offline import OfflineChatModel
 from agent_server.llm.registry import KNOWN_MODELS, ModelSpec
@@ -127,10 +128,11 @@ async def run(
     turn_id: str | None = None,
     thread: str = THREAD,
     options: RunOptions | None = None,
+    flags: RunFlags | None = None,
 ) -> dict[str, Any]:
     return await graph.ainvoke(
         new_turn(text, turn_id or str(uuid.uuid4())),
-        {"configurable": {"thread_id": thread}},
+        {"configurable": {"thread_id": thread, FLAGS_KEY: flags or RunFlags()}},
         context=options or RunOptions(),
     )
 
@@ -354,7 +356,7 @@ async def test_persisted_turn_carries_the_accounting(
         ]
     )
     graph = make_graph(tmp_path, transcript, model)
-    state = await run(graph, "use echo", turn_id="turn-X", options=RunOptions(principal="bob"))
+    state = await run(graph, "use echo", turn_id="turn-X", flags=RunFlags(principal="bob"))
     [turn] = await transcript.list_turns(THREAD, limit=10)
     assert turn.turn_id == "turn-X"
     assert turn.user_message == "use echo"
@@ -502,7 +504,7 @@ async def test_a_session_the_api_just_created_skips_the_sql_lookup(
     await _past_turns(transcript, "fresh", 1)  # would be restored if looked up
     model = ScriptedChatModel(script=["hi"])
     graph = make_graph(tmp_path, transcript, model)
-    await run(graph, "hello", thread="fresh", options=RunOptions(no_past=True))
+    await run(graph, "hello", thread="fresh", flags=RunFlags(no_past=True))
     assert _texts(model.calls[0].messages) == ["hello"]
 
 

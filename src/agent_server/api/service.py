@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,7 +59,14 @@ from agent_server.errors import (
     StoreUnavailable,
 )
 from agent_server.graph.nodes.persist import STORED_TURN_KEY, StoredTurn
-from agent_server.graph.state import AgentDeps, RunOptions, TurnSummary, new_turn
+from agent_server.graph.state import (
+    FLAGS_KEY,
+    AgentDeps,
+    RunFlags,
+    RunOptions,
+    TurnSummary,
+    new_turn,
+)
 from agent_server.observability.logging import get_logger
 from agent_server.observability.metrics import Metrics
 from agent_server.persistence.db import is_sql_outage
@@ -101,6 +108,8 @@ class PreparedTurn:
     message: str
     options: RunOptions
     started: float = 0.0
+    flags: RunFlags = field(default_factory=RunFlags)
+    """Who runs it and what the core decided (never the client's): config, not context."""
     held: tuple[str, ...] = ()
     """Locks this turn holds (the session's; an idempotency key's for a new session)."""
     reservation: Reservation | None = None
@@ -112,7 +121,7 @@ class PreparedTurn:
     @property
     def new_session(self) -> bool:
         """The message started a session: no SQL row and no lock yet (see `start_turn`)."""
-        return self.options.new_session
+        return self.flags.new_session
 
 
 def client_error(exc: BaseException) -> AgentServerError | None:
@@ -341,12 +350,14 @@ class ChatService:
                 await self._release(held)
             raise
         options = RunOptions(
-            principal=principal,
             use_tools=request.use_tools,
             tools=tuple(request.tools) if request.tools is not None else None,
             model=request.model,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
+        )
+        flags = RunFlags(
+            principal=principal,
             new_session=new_session,
             # A session gets its title with its first turn at the latest (`record_turn`),
             # so an untitled one has no past: its first message skips the SQL lookup.
@@ -358,6 +369,7 @@ class ChatService:
             request.message,
             options,
             time.perf_counter(),
+            flags=flags,
             held=tuple(held),
             reservation=reservation,
             fingerprint=fingerprint,
@@ -371,7 +383,8 @@ class ChatService:
             replace(session, id=replay.session_id),
             turn_id,
             request.message,
-            RunOptions(principal=session.owner, new_session=request.session_id is None),
+            RunOptions(),
+            flags=RunFlags(principal=session.owner, new_session=request.session_id is None),
             replay=replay,
         )
 
@@ -416,16 +429,15 @@ class ChatService:
     async def _claim_new_session(self, turn: PreparedTurn) -> None:
         """Save and lock a new session whose id is about to be revealed (streams):
         a second message to it while this turn runs then gets 409, not 404."""
-        await self._deps.transcript.create_session(
-            turn.options.principal, session_id=turn.session.id
-        )
+        await self._deps.transcript.create_session(turn.flags.principal, session_id=turn.session.id)
         await self._locks.try_acquire(turn.session.id)  # a fresh uuid: always free
         self._remember(turn.session)
 
-    def _config(self, turn: PreparedTurn, progress: _Progress) -> dict[str, Any]:
+    def _config(self, turn: PreparedTurn, progress: _Progress, flags: RunFlags) -> dict[str, Any]:
         configurable: dict[str, Any] = {
             "thread_id": turn.session.id,
             STORED_TURN_KEY: progress.stored,
+            FLAGS_KEY: flags,
         }
         if turn.fingerprint is not None:
             # Read by the persist node into the turn's SQL metadata (a dict, so
@@ -450,11 +462,11 @@ class ChatService:
     ) -> AsyncIterator[tuple[str, Any]]:
         """The graph's stream of (mode, chunk), within `max_seconds` and the shutdown
         grace; closing this generator cancels the run."""
-        options = replace(turn.options, stream=True) if stream else turn.options
+        flags = replace(turn.flags, stream=True) if stream else turn.flags
         graph_stream = self._graph.astream(
             self._input(turn),
-            self._config(turn, progress),
-            context=options,
+            self._config(turn, progress, flags),
+            context=turn.options,
             stream_mode=modes,
             durability=self.settings.checkpoint_durability,
         )
@@ -487,7 +499,7 @@ class ChatService:
             self._remember(replace(turn.session, title=default_title(turn.message)))
         log.info(
             "turn",
-            principal=turn.options.principal,
+            principal=turn.flags.principal,
             session_id=turn.session.id,
             run_id=turn.turn_id,
             model_used=summary["model_used"],
@@ -498,7 +510,7 @@ class ChatService:
             cost_usd=summary["cost_usd"],
             latency_ms=summary["latency_ms"],
             degraded=summary["degraded"],
-            stream=turn.options.stream,
+            stream=turn.flags.stream,
         )
         return ChatResponse.model_validate({**summary, "session_id": turn.session.id})
 
@@ -512,7 +524,7 @@ class ChatService:
     def _log_failure(self, turn: PreparedTurn, code: str) -> None:
         log.warning(
             "turn failed",
-            principal=turn.options.principal,
+            principal=turn.flags.principal,
             session_id=turn.session.id,
             run_id=turn.turn_id,
             error=code,

@@ -7,9 +7,17 @@ from typing import Literal
 from langchain_core.messages import AIMessage
 
 from agent_server.graph.state import AgentState
+from agent_server.graph.tool_calls import unanswered_calls
 
 
-def route_after_model(state: AgentState) -> Literal["tools", "persist"]:
-    """Run tools when the model asked for them, otherwise close the turn."""
+def route_after_model(state: AgentState) -> Literal["approve", "persist"]:
+    """Tool calls go past the approve node (a no-op when none needs a person);
+    otherwise close the turn."""
     last = state["messages"][-1] if state.get("messages") else None
-    return "tools" if isinstance(last, AIMessage) and last.tool_calls else "persist"
+    return "approve" if isinstance(last, AIMessage) and last.tool_calls else "persist"
+
+
+def route_after_approve(state: AgentState) -> Literal["tools", "model"]:
+    """Run the calls still waiting for a result; if a person denied them all, the
+    model reads the refusals and carries on."""
+    return "tools" if unanswered_calls(state.get("messages", [])) else "model"

@@ -10,7 +10,7 @@ persist node when it closes a turn, so a turn started from Studio with only
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage, HumanMessage
@@ -55,6 +55,10 @@ class AgentState(TypedDict, total=False):
     usage: Usage
     cost_usd: float
     degraded: bool
+    approvals: list[dict[str, Any]]
+    """Who decided what about this turn's tool calls (the approve node)."""
+    model_returned_at: float | None
+    """When the model node last answered: where a pause for approval began."""
     # --- result of the last completed turn ---
     last_turn: TurnSummary | None
 
@@ -74,6 +78,8 @@ def turn_reset() -> dict[str, Any]:
         "usage": zero_usage(),
         "cost_usd": 0.0,
         "degraded": False,
+        "approvals": [],
+        "model_returned_at": None,
     }
 
 
@@ -89,22 +95,50 @@ def new_turn(message: str, turn_id: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """Per-run choices (LangGraph runtime context). Defaults make Studio runs work."""
+    """The graph's public context (LangGraph runtime context): what a client may choose
+    for a run, from any surface or Studio. Who the caller is and the core's internal
+    flags are not here: they travel in config (`RunFlags`), set by the core only."""
 
-    principal: str = LOCAL_PRINCIPAL
     use_tools: bool = True
     tools: tuple[str, ...] | None = None
     model: str | None = None
     temperature: float = 0.7
     max_tokens: int = 1000
+    require_approval: tuple[str, ...] | None = None
+    """Tools that need a person's approval in this run, on top of `APPROVAL_TOOLS`."""
+    sampling: dict[str, Any] | None = None
+    """Other sampling parameters passed on to the upstream (`top_p`, `seed`, `stop`…)."""
+
+
+PUBLIC_CONTEXT: tuple[str, ...] = tuple(f.name for f in fields(RunOptions))
+"""What a client may set in a run's context; anything else it sends is dropped."""
+
+FLAGS_KEY = "__agent_flags"
+"""Where the core puts a run's `RunFlags` in `config["configurable"]` (the `__` keeps it
+out of checkpoint metadata; the core drops such keys from what clients send)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunFlags:
+    """What the core decides about a run, never the client. Defaults make Studio
+    (`langgraph dev`) runs work: the local principal, no streaming hints."""
+
+    principal: str = LOCAL_PRINCIPAL
+    """Whose run it is (from authentication): the transcript's owner, whose documents
+    `search` reads, who decided an approval."""
     stream: bool = False
     """The client streams: call models token by token so failover can `reset`."""
     new_session: bool = False
     """The message starts a session (no id given): it has no SQL row or lock yet."""
     no_past: bool = False
-    """SQL holds no turn of this session (a new one, or one made by `POST
-    /api/chat/session` and not used yet): the model node need not look for a past
-    to restore."""
+    """SQL holds no turn of this session (a new one, one made by `POST
+    /api/chat/session` and not used yet, a fork or a temporary thread): the model node
+    need not look for a past to restore."""
+
+
+def run_flags(config: Any) -> RunFlags:
+    flags = ((config or {}).get("configurable") or {}).get(FLAGS_KEY)
+    return flags if isinstance(flags, RunFlags) else RunFlags()
 
 
 @dataclass(frozen=True, slots=True)

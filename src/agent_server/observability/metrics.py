@@ -61,6 +61,21 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.approvals_requested = Counter(
+            "agent_approvals_requested", "Tool calls paused for a person", ["tool"], registry=r
+        )
+        self.approvals_decided = Counter(
+            "agent_approvals_decided",
+            "Decisions on paused tool calls",
+            ["tool", "action"],
+            registry=r,
+        )
+        self.approval_wait = Histogram(
+            "agent_approval_wait_seconds",
+            "Time a turn waited for a person's decision",
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 14400, 86400),
+            registry=r,
+        )
         self.turns = Counter("agent_turns", "Completed turns", ["degraded"], registry=r)
         self.active_runs = Gauge(
             "agent_active_runs", "Runs in progress", registry=r, multiprocess_mode="livesum"

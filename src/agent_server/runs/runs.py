@@ -37,7 +37,7 @@ from agent_server.errors import (
     ThreadBusy,
     ThreadNotFound,
 )
-from agent_server.graph.state import RunOptions
+from agent_server.graph.state import FLAGS_KEY, PUBLIC_CONTEXT, RunFlags, RunOptions
 from agent_server.observability.metrics import Metrics
 from agent_server.persistence.repository import SessionInfo, TranscriptRepository
 from agent_server.runs.events import END, EventLog, RunEvent
@@ -51,8 +51,6 @@ GRAPH_MODES = frozenset(
     {"values", "updates", "messages", "custom", "debug", "tasks", "checkpoints", "events"}
 )
 """Stream modes a run can ask for (LangGraph's, plus `events` = `astream_events`)."""
-PUBLIC_CONTEXT = ("use_tools", "tools", "model", "temperature", "max_tokens")
-"""The graph's context a client may set; the principal and internal flags are ours."""
 PROTECTED_CONFIGURABLE = frozenset(
     {"thread_id", "run_id", "graph_id", "assistant_id", "user_id", "principal", "checkpoint_ns"}
 )
@@ -106,17 +104,15 @@ def _modes(request: RunRequest) -> set[str]:
     return {*request.stream_modes, "values", "updates"} - {"events"}
 
 
-def _context(principal: str, request: RunRequest, *, no_past: bool) -> RunOptions:
+def _context(request: RunRequest) -> RunOptions:
+    """The graph's public context from what the client sent: known keys only (Studio
+    sends its assistant's whole context), never who the caller is."""
     public = {k: v for k, v in request.context.items() if k in PUBLIC_CONTEXT}
-    if isinstance(public.get("tools"), list):
-        public["tools"] = tuple(public["tools"])
+    for name in ("tools", "require_approval"):
+        if isinstance(public.get(name), list):
+            public[name] = tuple(public[name])
     try:
-        return RunOptions(
-            principal=principal,
-            stream="messages" in request.stream_modes or "events" in request.stream_modes,
-            no_past=no_past,
-            **public,
-        )
+        return RunOptions(**public)
     except TypeError as exc:
         raise BadRunRequest(f"invalid context: {exc}") from exc
 
@@ -300,7 +296,9 @@ class Runs:
 
     def _config(self, record: RunRecord, request: RunRequest) -> dict[str, Any]:
         configurable = {
-            k: v for k, v in request.configurable.items() if k not in PROTECTED_CONFIGURABLE
+            k: v
+            for k, v in request.configurable.items()
+            if k not in PROTECTED_CONFIGURABLE and not k.startswith("__")
         }
         # Authoritative: whatever the client sent, these are ours (Aegra #525).
         configurable.update(
@@ -371,9 +369,9 @@ class Runs:
         modes = _modes(request)
         wanted = set(request.stream_modes)
         explicit_checkpoint = bool((request.checkpoint or {}).get("checkpoint_id"))
-        options = _context(
-            record.owner,
-            request,
+        flags = RunFlags(
+            principal=record.owner,
+            stream="messages" in wanted or "events" in wanted,
             # A run from an explicit checkpoint (a fork) or continuing one (input None,
             # a resume) sees exactly that checkpoint's history, never the SQL past; a
             # temporary thread has none.
@@ -384,8 +382,9 @@ class Runs:
         )
         graph_input: Any = Command(**request.command) if request.command else request.input
         config = self._config(record, request)
+        config["configurable"][FLAGS_KEY] = flags
         kwargs: dict[str, Any] = {
-            "context": options,
+            "context": _context(request),
             "stream_mode": sorted(modes),
             "subgraphs": request.subgraphs,
             "durability": request.durability or "async",

@@ -20,12 +20,10 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import TypeAdapter
 
 from agent_server.errors import AssistantNotFound
+from agent_server.graph.state import PUBLIC_CONTEXT
 
 NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 """The reference's namespace for built-in assistant ids (`langgraph_api/graph.py`)."""
-PUBLIC_CONTEXT = ("use_tools", "tools", "model", "temperature", "max_tokens")
-"""The context keys a client may set (the run core drops the rest); the schema
-Studio renders as the assistant's form shows only these."""
 
 
 def assistant_id_for(graph_id: str) -> str:

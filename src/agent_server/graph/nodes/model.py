@@ -17,7 +17,7 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
 from agent_server.graph import history
-from agent_server.graph.state import AgentDeps, AgentState, RunOptions, Usage
+from agent_server.graph.state import AgentDeps, AgentState, RunOptions, Usage, run_flags
 from agent_server.graph.trim import select_context
 from agent_server.graph.unstored import unstored_messages
 
@@ -39,6 +39,7 @@ async def call_model(
     deps: AgentDeps,
 ) -> dict[str, Any]:
     options = runtime.context or RunOptions()
+    flags = run_flags(config)
     started = state.get("turn_started_at") or time.time()
     rounds = state.get("tool_rounds", 0)
     if rounds >= deps.settings.max_tool_rounds:
@@ -48,13 +49,13 @@ async def call_model(
     ghosts: list[BaseMessage] = []
     if rounds == 0:
         # Turns the client was told failed never reach the model (graph/unstored.py).
-        ghosts = unstored_messages(messages, state.get("last_turn"), nothing_stored=options.no_past)
+        ghosts = unstored_messages(messages, state.get("last_turn"), nothing_stored=flags.no_past)
         if ghosts:
             dropped = {id(m) for m in ghosts}
             messages = [m for m in messages if id(m) not in dropped]
     restored: list[BaseMessage] = []
     thread_id = (config.get("configurable") or {}).get("thread_id")
-    if rounds == 0 and not options.no_past and thread_id and history.lost_past(messages):
+    if rounds == 0 and not flags.no_past and thread_id and history.lost_past(messages):
         current = next((m.id for m in reversed(messages) if isinstance(m, HumanMessage)), None)
         restored = await history.restore(deps, str(thread_id), current_turn=current)
     tools = deps.tools.select(options.tools) if options.use_tools else []
@@ -68,7 +69,7 @@ async def call_model(
         preferred=options.model,
         temperature=options.temperature,
         max_tokens=options.max_tokens,
-        stream=options.stream,
+        stream=flags.stream,
         deadline=started + deps.settings.turn_deadline_seconds,
         emit=runtime.stream_writer,
     )
@@ -91,4 +92,5 @@ async def call_model(
         "usage": new_usage,
         "cost_usd": state.get("cost_usd", 0.0) + call.cost_usd,
         "degraded": state.get("degraded", False) or call.degraded,
+        "model_returned_at": time.time(),
     }

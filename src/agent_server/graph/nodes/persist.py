@@ -21,6 +21,7 @@ from agent_server.graph.state import (
     AgentState,
     RunOptions,
     TurnSummary,
+    run_flags,
     turn_reset,
     zero_usage,
 )
@@ -60,7 +61,6 @@ def message_text(message: Any) -> str:
 async def persist_turn(
     state: AgentState, config: RunnableConfig, runtime: Runtime[RunOptions], *, deps: AgentDeps
 ) -> dict[str, Any]:
-    options = runtime.context or RunOptions()
     messages = state.get("messages", [])
     human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
     answer = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
@@ -82,6 +82,8 @@ async def persist_turn(
     session_id = str(configurable.get("thread_id") or turn_id)
     # Set by the service for requests with an Idempotency-Key (the request's fingerprint).
     metadata = dict(configurable.get("turn_metadata") or {})
+    if approvals := state.get("approvals"):
+        metadata["approvals"] = list(approvals)
     await deps.transcript.record_turn(
         TurnRecord(
             turn_id=turn_id,
@@ -98,7 +100,7 @@ async def persist_turn(
             degraded=summary["degraded"],
             metadata=metadata,
         ),
-        owner=options.principal,
+        owner=run_flags(config).principal,
     )
     stored = configurable.get(STORED_TURN_KEY)
     if isinstance(stored, StoredTurn):

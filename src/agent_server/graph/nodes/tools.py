@@ -12,11 +12,14 @@ import json
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage, ToolCall, ToolMessage
+from langchain_core.messages import ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from agent_server.graph.state import AgentDeps, AgentState, RunOptions
+from agent_server.graph.state import AgentDeps, AgentState, RunOptions, run_flags
+from agent_server.graph.tool_calls import unanswered_calls
 
 MAX_RESULT_CHARS = 16_000
 """Cap on what one tool result adds to the context window."""
@@ -37,7 +40,9 @@ def _failed(result: Any) -> bool:
     return isinstance(result, dict) and result.get("success") is False
 
 
-async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: Any) -> ToolMessage:
+async def _run_one(
+    call: ToolCall, options: RunOptions, principal: str, deps: AgentDeps, emit: Any
+) -> ToolMessage:
     name, call_id = call["name"], call["id"] or ""
     emit({"event": "tool_start", "id": call_id, "name": name, "args": call["args"]})
     started = time.perf_counter()
@@ -48,7 +53,7 @@ async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: A
     else:
         try:
             result = await asyncio.wait_for(
-                tool.ainvoke(call["args"], {"configurable": {"principal": options.principal}}),
+                tool.ainvoke(call["args"], {"configurable": {"principal": principal}}),
                 timeout=deps.settings.tool_timeout_seconds,
             )
             content = _content(result)
@@ -63,8 +68,8 @@ async def _run_one(call: ToolCall, options: RunOptions, deps: AgentDeps, emit: A
                 f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()
             )
             status, content = "error", f"Error: invalid arguments for {name!r}: {problems}"
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, GraphBubbleUp):
+            raise  # a cancel, or a tool's own `interrupt()`: not a tool failure
         except Exception as exc:
             status, content = "error", f"Error: tool {name!r} failed: {type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - started
@@ -104,11 +109,13 @@ def _over_cap(call: ToolCall, cap: int, emit: Any) -> ToolMessage:
 
 
 async def run_tools(
-    state: AgentState, runtime: Runtime[RunOptions], *, deps: AgentDeps
+    state: AgentState, config: RunnableConfig, runtime: Runtime[RunOptions], *, deps: AgentDeps
 ) -> dict[str, Any]:
     options = runtime.context or RunOptions()
-    last = state["messages"][-1]
-    calls = last.tool_calls if isinstance(last, AIMessage) else []
+    principal = run_flags(config).principal
+    # Not simply the last message's calls: the approve node may have answered some
+    # (denied) already.
+    calls = unanswered_calls(state["messages"])
     # One reply asking for hundreds of calls must not run them all (CPU, upstream
     # APIs, the context window): the first `MAX_TOOL_CALLS_PER_ROUND` run, every
     # call beyond gets an error result (each call needs one, or the next model
@@ -116,7 +123,7 @@ async def run_tools(
     cap = deps.settings.max_tool_calls_per_round
     allowed, refused = calls[:cap], calls[cap:]
     results = await asyncio.gather(
-        *(_run_one(call, options, deps, runtime.stream_writer) for call in allowed)
+        *(_run_one(call, options, principal, deps, runtime.stream_writer) for call in allowed)
     )
     results = [*results, *(_over_cap(call, cap, runtime.stream_writer) for call in refused)]
     if refused:

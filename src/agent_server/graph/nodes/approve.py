@@ -1,0 +1,69 @@
+"""The approve node: a person decides on tool calls before they run.
+
+Between `model` and `tools`. When a call of the round names a tool that needs approval
+(`APPROVAL_TOOLS`, plus any the run added with `require_approval`), the node pauses the
+graph with LangGraph's `interrupt()`: the pause lives in the checkpoint, so any replica
+can resume it, after a restart too. Calls that need no approval wait with the others
+and run in the same round once the person has answered.
+
+On resume the node runs again from the top (LangGraph's rule), `interrupt()` returns
+the decisions, and the node applies them: edited arguments replace the model's, denied
+calls get an error result. The turn's clock restarts: the person's wait counts neither
+against `TURN_DEADLINE_SECONDS` nor in `latency_ms`.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from agent_server.graph.approval import (
+    apply_decisions,
+    interrupt_value,
+    needs_approval,
+    parse_decisions,
+)
+from agent_server.graph.state import AgentDeps, AgentState, RunOptions, run_flags
+
+
+async def approve_tools(
+    state: AgentState, config: RunnableConfig, runtime: Runtime[RunOptions], *, deps: AgentDeps
+) -> dict[str, Any]:
+    options = runtime.context or RunOptions()
+    message = state["messages"][-1]
+    if not isinstance(message, AIMessage):
+        return {}
+    waiting = needs_approval(
+        deps.settings.approval_tools, options.require_approval, message.tool_calls
+    )
+    if not waiting:
+        return {}
+    request = interrupt_value(waiting)
+    for call in waiting:
+        deps.metrics.approvals_requested.labels(call["name"]).inc()
+    resume = interrupt(request)
+    decisions = parse_decisions(resume, request["pending_tool_calls"], deps.tools)
+    now = time.time()
+    applied = apply_decisions(
+        message,
+        decisions,
+        decided_by=run_flags(config).principal,
+        decided_at=datetime.fromtimestamp(now, UTC).isoformat(),
+    )
+    paused_at = state.get("model_returned_at") or now
+    for record in applied.record:
+        deps.metrics.approvals_decided.labels(record["name"], record["action"]).inc()
+    deps.metrics.approval_wait.observe(max(0.0, now - paused_at))
+    started = state.get("turn_started_at") or paused_at
+    return {
+        "messages": [applied.message, *applied.denied],
+        "approvals": [*state.get("approvals", []), *applied.record],
+        # What the machine had spent before the pause, carried over to now.
+        "turn_started_at": now - max(0.0, paused_at - started),
+    }
