@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,9 +237,13 @@ class ModelChain:
         stream: bool = False,
         deadline: float | None = None,
         emit: EventSink | None = None,
+        sampling: Mapping[str, Any] | None = None,
     ) -> ModelCall:
         """Try each model in order. `deadline` is an epoch time the whole turn must
-        finish by; each attempt gets the smaller of its own timeout and what is left."""
+        finish by; each attempt gets the smaller of its own timeout and what is left.
+        `sampling`: further parameters of the model call that the client chose (`top_p`,
+        `seed`, `stop`…), passed on to every model as they are; `temperature` and
+        `max_tokens` above win over the same keys in it."""
         emit = emit or (lambda _event: None)
         order = self._order(preferred)
         # The built-in offline model has no provider to cool down: skipping it saves
@@ -316,6 +320,7 @@ class ModelChain:
                         max_tokens,
                         stream,
                         saw_text,
+                        sampling,
                     )
             except asyncio.CancelledError:
                 raise
@@ -384,6 +389,7 @@ class ModelChain:
                 max_tokens,
                 stream,
                 lambda: None,
+                sampling,
             )
             return self._observe(
                 _result(
@@ -451,8 +457,9 @@ async def _call(
     max_tokens: int | None,
     stream: bool,
     on_text: Callable[[], None],
+    sampling: Mapping[str, Any] | None = None,
 ) -> AIMessage:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(sampling or {})
     if temperature is not None:
         kwargs["temperature"] = temperature
     if max_tokens is not None:
