@@ -20,6 +20,9 @@ PREFIX = "/v1/"
 TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "requests"}
 """OpenAI's `type` by status (its 401s are `invalid_request_error` too); 5xx are
 `server_error`, the rest `invalid_request_error`."""
+TYPES_BY_CODE = {"budget_exceeded": "insufficient_quota"}
+"""Where OpenAI's type depends on more than the status: a spent daily budget is its
+quota error, not a request rate."""
 
 
 def openai_error(status: int, ours: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -38,7 +41,9 @@ def openai_error(status: int, ours: dict[str, Any]) -> tuple[int, dict[str, Any]
         status = 400
     if code == "unauthorized":
         code = "invalid_api_key"
-    kind = "server_error" if status >= 500 else TYPES.get(status, "invalid_request_error")
+    kind = TYPES_BY_CODE.get(code) or (
+        "server_error" if status >= 500 else TYPES.get(status, "invalid_request_error")
+    )
     body = {
         "error": {
             "message": str(error.get("message") or "error"),

@@ -5,8 +5,9 @@ turn summary → a `chat.completion`; its events → `chat.completion.chunk`s.
 
 A `reset` (the chain failed over after tokens went out) cannot be said in this format:
 a chunk cannot take back text. The stream then ends with an OpenAI-shaped error chunk
-(`code: "stream_reset"`), which the SDKs raise as an `APIError`; the turn itself runs
-on and, for a session, is recorded, so the client may read it or retry.
+(`code: "stream_reset"`), which the SDKs raise as an `APIError`. For a session the
+turn runs on and is recorded (the client may read it in the history, or retry); a
+stateless request's run is cancelled, since nobody could read its answer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def new_user_message(request: ChatCompletionRequest) -> list[dict[str, Any]] | N
     message, a user's, is new (the session holds the rest). None if it is not one."""
     last = request.messages[-1]
     return graph_messages([last]) if last.role == "user" else None
+
+
+def run_input(request: ChatCompletionRequest, *, continuing: bool) -> list[dict[str, Any]] | None:
+    """The messages a run starts from: the whole conversation as sent (stateless, or a
+    session that starts now), or only the new user message of a session that holds
+    the rest. None when a continued conversation does not end with a user message."""
+    if continuing:
+        return new_user_message(request)
+    return graph_messages(request.messages)
 
 
 def usage_of(summary: dict[str, Any]) -> dict[str, int]:
@@ -99,7 +109,13 @@ class ChunkStream:
     created: int = field(default_factory=lambda: int(time.time()))
     summary: dict[str, Any] | None = None
     started: bool = False
+    """A text chunk went out (the answer can no longer be taken back)."""
     ended: bool = False
+    error: dict[str, Any] | None = None
+    """The run's error, when it failed (the route answers it as an HTTP error if
+    nothing was sent yet)."""
+    reset: bool = False
+    """The stream ended with `stream_reset` (the run itself goes on)."""
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict:
         return {
@@ -138,7 +154,7 @@ class ChunkStream:
         if event == "custom" and isinstance(data, dict):
             kind = data.get("event")
             if kind == "reset" and self.started:
-                self.ended = True
+                self.ended = self.reset = True
                 return [
                     error_chunk(
                         "the model failed mid-answer and another one took over; the partial "
@@ -157,6 +173,7 @@ class ChunkStream:
         if event == "error":
             self.ended = True
             error = data if isinstance(data, dict) else {}
+            self.error = error
             return [
                 error_chunk(
                     str(error.get("message") or "the run failed"),
