@@ -73,7 +73,7 @@ def test_quick_bench_runs_every_section(tmp_path: Path) -> None:
     assert set(ap) == {"embedded", "redis"}
     for variant in ap.values():
         rows = variant["rows"]
-        assert {r["client"] for r in rows} == {"rest", "runs.wait", "runs.stream"}
+        assert {r["client"] for r in rows} == {"rest", "runs.wait", "runs.stream", "runs.wait exit"}
         assert all(r["turns"] > 0 and r["errors"] == 0 for r in rows), rows
         assert all(r["first_message"]["samples"] > 0 for r in rows if r["client"] == "runs.stream")
     assert summary["ap"]["ratios"]["embedded"]["wait_p50_over_rest_c1"] > 0
