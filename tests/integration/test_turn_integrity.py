@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from agent_server.api.app import create_app
-from agent_server.api.limits import estimate_tokens
 from agent_server.config import Settings
+from agent_server.runs.budget import estimate_tokens
 from tests.conftest import make_settings
 from tests.support.fake_upstream import Behavior, fake_upstream, text
 from tests.support.redis import delete_prefix, require_redis, unique_prefix

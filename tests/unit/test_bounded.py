@@ -1,4 +1,4 @@
-"""`api.streaming.bounded`: the stream limit, the shutdown grace and cancellation."""
+"""`runs.bounded.bounded`: the stream limit, the shutdown grace and cancellation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from agent_server.api.streaming import bounded
 from agent_server.errors import ShuttingDown, StreamTooLong
+from agent_server.runs.bounded import bounded
 
 
 class Source:

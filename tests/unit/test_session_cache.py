@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agent_server.api.session_cache import SessionCache
 from agent_server.persistence.repository import SessionInfo
+from agent_server.runs.session_cache import SessionCache
 
 
 def session(sid: str, owner: str = "alice") -> SessionInfo:

@@ -6,9 +6,9 @@ import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from agent_server.api.limits import LocalTokenBudget, estimate_tokens
 from agent_server.errors import BudgetExceeded
 from agent_server.persistence.db import is_sql_outage
+from agent_server.runs.budget import LocalTokenBudget, estimate_tokens
 
 
 async def test_reservations_count_until_settled() -> None:

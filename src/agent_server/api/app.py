@@ -24,17 +24,15 @@ from agent_server.api.auth import Authenticator
 from agent_server.api.deps import get_principal
 from agent_server.api.errors import install_error_handlers
 from agent_server.api.head import HeadAsGetMiddleware
-from agent_server.api.limits import RequestLimiter, limits_storage, token_budget
-from agent_server.api.locks import LocalSessionLocks, RedisSessionLocks, SessionLocks
+from agent_server.api.limits import RequestLimiter, limits_storage
 from agent_server.api.request_id import is_safe_request_id
-from agent_server.api.routes import documents, health, messages, models, sessions, tools
-from agent_server.api.schemas import ErrorResponse
+from agent_server.api.rest import documents, health, messages, models, sessions, tools
+from agent_server.api.rest.schemas import ErrorResponse
 from agent_server.api.security import (
     BodyLimitMiddleware,
     HeaderLimitMiddleware,
     SecurityHeadersMiddleware,
 )
-from agent_server.api.service import ChatService
 from agent_server.api.web import router as web
 from agent_server.config import Settings
 from agent_server.gc_tuning import tune_gc
@@ -46,7 +44,8 @@ from agent_server.persistence.api_keys import ApiKeyRepository
 from agent_server.persistence.checkpointer import open_checkpointer
 from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.persistence.redis_time import RedisTimeMiddleware
-from agent_server.resources import Resources, build_resources
+from agent_server.resources import build_resources
+from agent_server.runs.budget import token_budget
 from agent_server.runs.core import open_run_core
 
 log = get_logger(__name__)
@@ -86,15 +85,6 @@ CORS_EXPOSE = [
 """CORS for browser clients of both APIs (`AGENT-PROTOCOL.md` §6)."""
 
 
-def _locks(resources: Resources) -> SessionLocks:
-    if resources.redis is None:
-        return LocalSessionLocks()
-    settings = resources.settings
-    return RedisSessionLocks(
-        resources.redis, prefix=settings.redis_key_prefix, ttl_seconds=settings.lock_ttl_seconds
-    )
-
-
 def create_app(settings: Settings | None = None, *, own_process: bool = False) -> FastAPI:
     """`own_process`: the app is the process's only tenant (`agent-server serve`), so
     it may tune process-wide things such as the garbage collector once it is up."""
@@ -119,7 +109,11 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
                 graph = build_graph(resources.deps, checkpointer=checkpointer)
                 core = await stack.enter_async_context(
                     open_run_core(
-                        resources, graph=graph, checkpointer=checkpointer, metrics=metrics
+                        resources,
+                        graph=graph,
+                        checkpointer=checkpointer,
+                        metrics=metrics,
+                        budget=budget,
                     )
                 )
                 app.state.core = core
@@ -131,14 +125,7 @@ def create_app(settings: Settings | None = None, *, own_process: bool = False) -
                 app.state.resources = resources
                 app.state.auth = auth
                 app.state.limiter = RequestLimiter(storage, settings.rate_limit_per_minute)
-                app.state.service = ChatService(
-                    graph=graph,
-                    checkpointer=checkpointer,
-                    deps=resources.deps,
-                    locks=_locks(resources),
-                    metrics=metrics,
-                    budget=budget,
-                )
+                app.state.service = core.turns
                 if settings.offline_only:
                     log.warning("OPENROUTER_API_KEY is not set: answering with the offline model")
                 else:  # in the background: one warning per chain entry that will not answer

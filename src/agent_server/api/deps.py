@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from agent_server.api.service import ChatService
 from agent_server.persistence.documents import DocumentStore
 from agent_server.resources import Resources
+from agent_server.runs.turns import Turns
 
 MAX_OFFSET = 1_000_000_000
 """Largest pagination `offset`: far past any real list, far below the 64-bit
@@ -40,7 +40,7 @@ async def rate_limit(request: Request, principal: Principal) -> None:
     await request.app.state.limiter.hit(principal)
 
 
-def get_service(request: Request) -> ChatService:
+def get_service(request: Request) -> Turns:
     return request.app.state.service
 
 
@@ -52,6 +52,6 @@ def get_documents(request: Request) -> DocumentStore:
     return request.app.state.resources.documents
 
 
-Service = Annotated[ChatService, Depends(get_service)]
+Service = Annotated[Turns, Depends(get_service)]
 Documents = Annotated[DocumentStore, Depends(get_documents)]
 AppResources = Annotated[Resources, Depends(get_resources)]

@@ -1,6 +1,6 @@
-"""From LangGraph's stream to SSE events, within time bounds.
+"""`bounded`: a run's stream within its time limit and the server's shutdown grace.
 
-`bounded` is the hand-written part: `asyncio.timeout` around an async
+Hand-written: `asyncio.timeout` around an async
 generator's `yield` would cancel whoever consumes it (sse-starlette's send
 loop), so the timeout covers only each `anext()` of the graph's stream, never
 the `yield`. The stream's overall limit and the server's shutdown grace are
@@ -11,31 +11,14 @@ one watcher task per stream waits on (no polling).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
-from langchain_core.messages import AIMessageChunk
 
 from agent_server.errors import AgentServerError, ShuttingDown, StreamTooLong
-from agent_server.graph.nodes.persist import message_text
-from agent_server.graph.state import TurnSummary
 
 T = TypeVar("T")
-STREAMED_NODE = "model"
-"""Only tokens produced by the model node are forwarded as `message` events."""
-
-
-@dataclass(frozen=True, slots=True)
-class SseEvent:
-    event: str
-    data: dict[str, Any]
-
-    def encode(self) -> dict[str, str]:
-        """The dict shape sse-starlette sends."""
-        return {"event": self.event, "data": json.dumps(self.data, default=str)}
 
 
 class _Limits:
@@ -113,21 +96,3 @@ async def bounded(
     finally:
         if watcher is not None:
             watcher.cancel()
-
-
-def translate(mode: str, chunk: Any) -> tuple[SseEvent | None, TurnSummary | None]:
-    """One item of `graph.astream(stream_mode=["messages", "custom", "updates"])`
-    → an SSE event to send, and/or the turn summary when the persist node ran."""
-    if mode == "messages":
-        message, meta = chunk
-        from_model = meta.get("langgraph_node") == STREAMED_NODE
-        if from_model and isinstance(message, AIMessageChunk) and (text := message_text(message)):
-            return SseEvent("message", {"content": text}), None
-    elif mode == "custom" and isinstance(chunk, dict) and "event" in chunk:
-        data = {k: v for k, v in chunk.items() if k != "event"}
-        return SseEvent(str(chunk["event"]), data), None
-    elif mode == "updates" and isinstance(chunk, dict):
-        persisted = chunk.get("persist")
-        if isinstance(persisted, dict) and persisted.get("last_turn"):
-            return None, persisted["last_turn"]
-    return None, None

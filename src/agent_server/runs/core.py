@@ -11,15 +11,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from agent_server.observability.metrics import Metrics
+from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.resources import Resources
+from agent_server.runs.budget import TokenBudget
 from agent_server.runs.events import EventLog, LocalEventLog, RedisEventLog
 from agent_server.runs.runs import Runs
+from agent_server.runs.slots import SlotLocks
 from agent_server.runs.store import LocalRunStore, RedisRunStore, RunStore
 from agent_server.runs.threads import Threads
+from agent_server.runs.turns import Turns
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,8 @@ class RunCore:
     events: EventLog
     threads: Threads
     runs: Runs
+    turns: Turns
+    """The REST surface's direct path (no run record, no event log), on the same slots."""
 
 
 @asynccontextmanager
@@ -35,8 +40,9 @@ async def open_run_core(
     resources: Resources,
     *,
     graph: CompiledStateGraph,
-    checkpointer: BaseCheckpointSaver,
+    checkpointer: InstrumentedSaver,
     metrics: Metrics,
+    budget: TokenBudget | None = None,
 ) -> AsyncIterator[RunCore]:
     settings = resources.settings
     store: RunStore
@@ -68,8 +74,21 @@ async def open_run_core(
         redis=resources.redis,
         threads=threads,
     )
+    locks = SlotLocks(
+        store,
+        heartbeat_seconds=settings.lock_ttl_seconds / 3 if resources.redis is not None else None,
+        handoff=runs.handoff,
+    )
+    turns = Turns(
+        graph=graph,
+        checkpointer=checkpointer,
+        deps=resources.deps,
+        locks=locks,
+        metrics=metrics,
+        budget=budget,
+    )
     await runs.start()
     try:
-        yield RunCore(store, events, threads, runs)
+        yield RunCore(store, events, threads, runs, turns)
     finally:
         await runs.aclose()

@@ -4,7 +4,7 @@ Why: every message to an existing session must first prove the caller owns it.
 On SQLite that lookup is a round trip through aiosqlite's worker thread, about
 0.5 ms on the path to the first streamed token, for an answer that never changes:
 a session's owner is fixed at creation and the row only goes away through
-`ChatService.delete_session`, in this process. That holds only while this process
+`Turns.delete_session`, in this process. That holds only while this process
 is the only server, which is what running without `REDIS_URL` means (replicas
 need Redis); with Redis the service does not use this cache, so a delete on
 another replica can never be missed.

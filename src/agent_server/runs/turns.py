@@ -1,6 +1,12 @@
-"""What the routes call: sessions, turns and history, with ownership and locking.
+"""`Turns`: the REST surface's direct path through the run core — sessions, turns and
+history, with ownership and the session's slot.
 
-Routes parse and shape; this module decides. A turn is split in two so that the
+A REST turn with no other subscriber needs no run record, no event log and no task:
+it runs the graph in the request and takes the thread's slot in the `RunStore`
+(`slots.py`) for its duration, so it and the Agent Protocol's runs never interleave
+on one session, at no cost to the REST contract's throughput. Surfaces parse and
+shape; this module decides (it speaks no wire format: requests are `TurnRequest`s,
+answers plain dicts, streams `TurnEvent`s). A turn is split in two so that the
 streaming route can fail with a proper HTTP status (404, 409, 422) *before* it
 commits to a `200 text/event-stream` response: `start_turn` validates, resolves
 the session and takes its lock; `run_turn` / `stream_turn` run the graph and
@@ -33,7 +39,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,11 +48,6 @@ from langgraph.graph.state import CompiledStateGraph
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agent_server.api.limits import Reservation, TokenBudget, estimate_tokens
-from agent_server.api.locks import SessionLocks
-from agent_server.api.schemas import ChatRequest, ChatResponse
-from agent_server.api.session_cache import SessionCache
-from agent_server.api.streaming import SseEvent, bounded, translate
 from agent_server.config import Settings
 from agent_server.errors import (
     AgentServerError,
@@ -72,6 +73,10 @@ from agent_server.observability.metrics import Metrics
 from agent_server.persistence.db import is_sql_outage
 from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.persistence.repository import SessionInfo, TurnRecord, default_title
+from agent_server.runs.bounded import bounded
+from agent_server.runs.budget import Reservation, TokenBudget, estimate_tokens
+from agent_server.runs.session_cache import SessionCache
+from agent_server.runs.slots import SlotLocks
 
 log = get_logger(__name__)
 
@@ -94,10 +99,37 @@ def idempotent_turn_id(principal: str, session_id: str | None, key: str) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal}\x1f{session_id or ''}\x1f{key}"))
 
 
-def request_fingerprint(request: ChatRequest) -> str:
-    """SHA-256 of the request body as parsed (defaults filled in), stored with the turn
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """One user message and the choices that come with it (validated by the surface)."""
+
+    message: str
+    session_id: str | None = None
+    use_tools: bool = True
+    tools: list[str] | None = None
+    model: str | None = None
+    temperature: float = 0.7
+    max_tokens: int = 1000
+
+
+TurnResult = dict[str, Any]
+"""A finished turn: its `TurnSummary` plus `session_id` (REST's response object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEvent:
+    """What a streamed turn yields: `metadata`, `graph` (a `(mode, chunk)` of the
+    graph's stream), `message` (a replayed answer's text), `done` (the `TurnResult`)
+    or `error` (`{code, message}`). Each surface translates them."""
+
+    event: str
+    data: Any
+
+
+def request_fingerprint(request: TurnRequest) -> str:
+    """SHA-256 of the request as parsed (defaults filled in), stored with the turn
     so that a reused key with a different body is told apart from a retry."""
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(asdict(request), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -115,7 +147,7 @@ class PreparedTurn:
     reservation: Reservation | None = None
     fingerprint: str | None = None
     """The request's fingerprint when it came with an `Idempotency-Key`."""
-    replay: ChatResponse | None = None
+    replay: TurnResult | None = None
     """The key already answered: this is the stored response, and nothing runs."""
 
     @property
@@ -178,8 +210,8 @@ class _Progress:
             self._tokens = int(model["usage"].get("total_tokens", 0))
 
 
-def _replayed(record: TurnRecord) -> ChatResponse:
-    return ChatResponse.model_validate(
+def _replayed(record: TurnRecord) -> TurnResult:
+    return dict(
         {
             "session_id": record.session_id,
             "turn_id": record.turn_id,
@@ -199,14 +231,14 @@ def _replayed(record: TurnRecord) -> ChatResponse:
     )
 
 
-class ChatService:
+class Turns:
     def __init__(
         self,
         *,
         graph: CompiledStateGraph,
         checkpointer: InstrumentedSaver,
         deps: AgentDeps,
-        locks: SessionLocks,
+        locks: SlotLocks,
         metrics: Metrics,
         budget: TokenBudget | None = None,
     ) -> None:
@@ -288,7 +320,7 @@ class ChatService:
     # --- turns ----------------------------------------------------------------
 
     async def start_turn(
-        self, principal: str, request: ChatRequest, *, idempotency_key: str | None = None
+        self, principal: str, request: TurnRequest, *, idempotency_key: str | None = None
     ) -> PreparedTurn:
         if request.model is not None and not self._deps.models.has(request.model):
             raise InvalidModel(
@@ -377,10 +409,10 @@ class ChatService:
 
     @staticmethod
     def _replay(
-        session: SessionInfo, turn_id: str, request: ChatRequest, replay: ChatResponse
+        session: SessionInfo, turn_id: str, request: TurnRequest, replay: TurnResult
     ) -> PreparedTurn:
         return PreparedTurn(
-            replace(session, id=replay.session_id),
+            replace(session, id=replay["session_id"]),
             turn_id,
             request.message,
             RunOptions(),
@@ -390,7 +422,7 @@ class ChatService:
 
     async def _stored_answer(
         self, principal: str, turn_id: str, fingerprint: str
-    ) -> ChatResponse | None:
+    ) -> TurnResult | None:
         """The response of the turn this idempotency key already stored, if any."""
         with store_errors():
             stored = await self._deps.transcript.get_turn(turn_id, principal)
@@ -403,7 +435,7 @@ class ChatService:
             )
         return _replayed(stored)
 
-    async def _reserve(self, principal: str, request: ChatRequest) -> Reservation | None:
+    async def _reserve(self, principal: str, request: TurnRequest) -> Reservation | None:
         """Set the turn's worst case aside in the daily budget, before any model call:
         the prompt we know of (system prompt and message) plus `max_tokens`."""
         if self._budget is None:
@@ -491,7 +523,7 @@ class ChatService:
             error=type(exc).__name__,
         )
 
-    async def _finish(self, turn: PreparedTurn, summary: TurnSummary) -> ChatResponse:
+    async def _finish(self, turn: PreparedTurn, summary: TurnSummary) -> TurnResult:
         self._metrics.turns.labels(str(summary["degraded"]).lower()).inc()
         if turn.session.title is None:
             # The persist node wrote the row or gave it this title: remembering it
@@ -512,7 +544,7 @@ class ChatService:
             degraded=summary["degraded"],
             stream=turn.flags.stream,
         )
-        return ChatResponse.model_validate({**summary, "session_id": turn.session.id})
+        return {**summary, "session_id": turn.session.id}
 
     def _unsettled(self, turn: PreparedTurn) -> None:
         """A turn that did not finish may still have been recorded (cut off after the
@@ -533,7 +565,7 @@ class ChatService:
 
     async def run_turn(
         self, turn: PreparedTurn, *, shutdown: anyio.Event | None = None
-    ) -> ChatResponse:
+    ) -> TurnResult:
         """The whole answer. `shutdown` (set on SIGTERM) gives the turn
         `SHUTDOWN_GRACE_SECONDS` more, then answers 503 `shutting_down` (JSON) instead
         of the plain-text 500 uvicorn sends when it cancels the request later."""
@@ -541,7 +573,7 @@ class ChatService:
             return turn.replay
         self._metrics.active_runs.inc()
         progress = _Progress()
-        response: ChatResponse | None = None
+        response: TurnResult | None = None
         try:
             try:
                 items = self._run_graph(
@@ -579,21 +611,21 @@ class ChatService:
                 await self._settle(turn, progress)
                 await self._release(turn.held)
 
-    async def _replay_events(self, turn: PreparedTurn) -> AsyncIterator[SseEvent]:
+    async def _replay_events(self, turn: PreparedTurn) -> AsyncIterator[TurnEvent]:
         assert turn.replay is not None
         replay = turn.replay
-        yield SseEvent(
+        yield TurnEvent(
             "metadata",
-            {"session_id": replay.session_id, "turn_id": replay.turn_id, "replayed": True},
+            {"session_id": replay["session_id"], "turn_id": replay["turn_id"], "replayed": True},
         )
-        if replay.response:
-            yield SseEvent("message", {"content": replay.response})
-        yield SseEvent("done", replay.model_dump(mode="json"))
+        if replay["response"]:
+            yield TurnEvent("message", {"content": replay["response"]})
+        yield TurnEvent("done", replay)
 
     async def stream_turn(
         self, turn: PreparedTurn, *, shutdown: anyio.Event | None = None
-    ) -> AsyncIterator[SseEvent]:
-        """Graph stream → SSE events. Never raises: failures become an `error` event."""
+    ) -> AsyncIterator[TurnEvent]:
+        """The turn as events. Never raises: failures become an `error` event."""
         if turn.replay is not None:
             async with aclosing(self._replay_events(turn)) as replayed:
                 async for event in replayed:
@@ -609,7 +641,7 @@ class ChatService:
                 with store_errors():
                     await self._claim_new_session(turn)
                 held.append(turn.session.id)
-            yield SseEvent(
+            yield TurnEvent(
                 "metadata",
                 {
                     "session_id": turn.session.id,
@@ -629,9 +661,7 @@ class ChatService:
                 async with aclosing(items):
                     async for mode, chunk in items:
                         progress.observe(mode, chunk)
-                        event, _ = translate(mode, chunk)
-                        if event is not None:
-                            yield event
+                        yield TurnEvent("graph", (mode, chunk))
             except Exception as exc:
                 if progress.summary is None:
                     raise
@@ -640,14 +670,14 @@ class ChatService:
                 raise AgentServerError("the run ended without an answer")
             response = await self._finish(turn, progress.summary)
             finished = True
-            yield SseEvent("done", response.model_dump(mode="json"))
+            yield TurnEvent("done", response)
         except Exception as exc:
             mapped = client_error(exc)
             if mapped is None:
                 log.exception("stream failed", session_id=turn.session.id, run_id=turn.turn_id)
                 mapped = AgentServerError("internal error")
             self._log_failure(turn, mapped.code)
-            yield SseEvent("error", {"code": mapped.code, "message": mapped.message})
+            yield TurnEvent("error", {"code": mapped.code, "message": mapped.message})
         finally:
             if not finished:
                 self._unsettled(turn)

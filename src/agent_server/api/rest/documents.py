@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response, status
 
 from agent_server.api.deps import Documents, Offset, Principal
-from agent_server.api.schemas import (
+from agent_server.api.rest.schemas import (
     DocumentCreate,
     DocumentDetail,
     DocumentList,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from agent_server.api.deps import AppResources
-from agent_server.api.schemas import Health, Readiness
+from agent_server.api.rest.schemas import Health, Readiness
 from agent_server.observability.metrics import Metrics
 
 router = APIRouter(tags=["health"])

@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from sse_starlette import EventSourceResponse
 
 from agent_server.api.deps import Principal, Service, rate_limit
-from agent_server.api.schemas import ChatRequest, ChatResponse, ErrorResponse
-from agent_server.api.service import ChatService, PreparedTurn
+from agent_server.api.rest.events import to_sse
+from agent_server.api.rest.schemas import ChatRequest, ChatResponse, ErrorResponse
+from agent_server.runs.turns import PreparedTurn, TurnRequest, Turns
 
 router = APIRouter(prefix="/api/chat", tags=["messages"], dependencies=[Depends(rate_limit)])
 ERRORS = {
@@ -70,26 +71,31 @@ async def send_message(
     principal: Principal,
     idempotency_key: IdempotencyKey = None,
 ) -> ChatResponse:
-    turn = await service.start_turn(principal, body, idempotency_key=idempotency_key)
+    turn = await service.start_turn(principal, turn_request(body), idempotency_key=idempotency_key)
     request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
     if turn.replay is not None:
         response.headers[REPLAYED_HEADER] = "true"
-        return turn.replay
+        return ChatResponse.model_validate(turn.replay)
     shutdown = anyio.Event()
     # A bare task, not a task group: a task group would wrap the turn's errors
     # (404, 503…) in an ExceptionGroup that the error handlers do not unwrap.
     watcher = asyncio.create_task(_shutdown_signal(shutdown))
     try:
-        return await service.run_turn(turn, shutdown=shutdown)
+        return ChatResponse.model_validate(await service.run_turn(turn, shutdown=shutdown))
     finally:
         watcher.cancel()
 
 
+def turn_request(body: ChatRequest) -> TurnRequest:
+    return TurnRequest(**body.model_dump())
+
+
 async def _events(
-    service: ChatService, turn: PreparedTurn, shutdown: anyio.Event
+    service: Turns, turn: PreparedTurn, shutdown: anyio.Event
 ) -> AsyncIterator[dict[str, str]]:
     async for event in service.stream_turn(turn, shutdown=shutdown):
-        yield event.encode()
+        if (sse := to_sse(event)) is not None:
+            yield sse.encode()
 
 
 @router.post(
@@ -111,7 +117,7 @@ async def stream_message(
     principal: Principal,
     idempotency_key: IdempotencyKey = None,
 ) -> EventSourceResponse:
-    turn = await service.start_turn(principal, body, idempotency_key=idempotency_key)
+    turn = await service.start_turn(principal, turn_request(body), idempotency_key=idempotency_key)
     request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
     shutdown = anyio.Event()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -13,7 +13,7 @@ from typing import Literal
 from fastapi import APIRouter
 
 from agent_server.api.deps import AppResources
-from agent_server.api.schemas import ModelList, ModelOut
+from agent_server.api.rest.schemas import ModelList, ModelOut
 
 router = APIRouter(prefix="/api", tags=["catalog"])
 

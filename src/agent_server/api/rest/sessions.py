@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 
 from agent_server.api.deps import Offset, Principal, Service
-from agent_server.api.schemas import (
+from agent_server.api.rest.schemas import (
     ErrorResponse,
     HistoryOut,
     SessionCreate,
@@ -15,14 +15,14 @@ from agent_server.api.schemas import (
     SessionOut,
     TurnOut,
 )
-from agent_server.api.service import ChatService
 from agent_server.persistence.repository import SessionInfo, TurnRecord
+from agent_server.runs.turns import Turns
 
 router = APIRouter(prefix="/api/chat", tags=["sessions"])
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such session for this caller"}}
 
 
-def session_out(service: ChatService, session: SessionInfo) -> SessionOut:
+def session_out(service: Turns, session: SessionInfo) -> SessionOut:
     return SessionOut(
         session_id=session.id,
         title=session.title,

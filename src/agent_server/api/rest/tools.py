@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from agent_server.api.deps import AppResources
-from agent_server.api.schemas import ToolList, ToolOut
+from agent_server.api.rest.schemas import ToolList, ToolOut
 
 router = APIRouter(prefix="/api", tags=["catalog"])
 
