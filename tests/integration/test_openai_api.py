@@ -34,6 +34,7 @@ CALCULATION = "Calculate 10 * 20"
 ANSWER = "10 * 20 = 200"
 MODELS = ["m1", "m2"]
 UPSTREAM_KEY = "sk-upstream-secret-123"
+ORIGIN = "https://chat.example"
 
 
 def sdk(url: str, key: str = ALICE) -> openai.OpenAI:
@@ -83,7 +84,9 @@ def prompt_of(fake: FakeUpstream, index: int = -1) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The offline model; two tenants (ALICE, BOB)."""
-    settings = make_settings(tmp_path_factory.mktemp("offline"), agent_api_keys=[ALICE, BOB])
+    settings = make_settings(
+        tmp_path_factory.mktemp("offline"), agent_api_keys=[ALICE, BOB], cors_origins=[ORIGIN]
+    )
     with serve_in_thread(create_app(settings)) as url:
         yield url
 
@@ -253,6 +256,28 @@ def test_harmless_fields_are_accepted(offline: str) -> None:
         n=1,
     )
     assert answer.choices[0].message.content == ANSWER
+
+
+def test_browser_chat_uis_may_send_and_read_the_session_header(offline: str) -> None:
+    preflight = httpx.options(
+        f"{offline}/v1/chat/completions",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-session-id",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "x-session-id" in preflight.headers["access-control-allow-headers"].lower()
+    r = httpx.post(
+        f"{offline}/v1/chat/completions",
+        headers={**auth(ALICE), "Origin": ORIGIN, "X-Session-ID": "new"},
+        json={"model": "agent", "messages": [user(CALCULATION)]},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.headers["x-session-id"]
+    exposed = r.headers["access-control-expose-headers"].lower().split(", ")
+    assert {"x-session-id", "x-model-used", "x-fallbacks", "x-degraded"} <= set(exposed)
 
 
 # --- errors as the SDK's exceptions -------------------------------------------------

@@ -73,6 +73,7 @@ CORS_HEADERS = [
     "X-Request-ID",
     "X-Auth-Scheme",  # Studio, Agent Chat UI
     "Last-Event-ID",  # rejoining a run's stream
+    "X-Session-ID",  # /v1: continue a session
 ]
 CORS_EXPOSE = [
     "X-Request-ID",
@@ -81,8 +82,12 @@ CORS_EXPOSE = [
     "Location",  # where to rejoin a run's stream
     "X-Pagination-Total",
     "X-Pagination-Next",
+    "X-Session-ID",  # /v1: the session a request started or continued
+    "X-Model-Used",
+    "X-Fallbacks",
+    "X-Degraded",
 ]
-"""CORS for browser clients of both APIs (`AGENT-PROTOCOL.md` §6)."""
+"""CORS for browser clients of the APIs (`AGENT-PROTOCOL.md` §6; /v1's agent headers)."""
 
 
 def create_app(settings: Settings | None = None, *, own_process: bool = False) -> FastAPI:
