@@ -27,7 +27,7 @@ from agent_server.api.app import create_app
 from agent_server.config import Settings
 from agent_server.llm import build_model_chain
 from tests.conftest import ALICE, BOB, auth, make_settings
-from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text
+from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text, tool_call
 from tests.support.servers import serve_in_thread
 
 CALCULATION = "Calculate 10 * 20"
@@ -380,6 +380,8 @@ def test_errors_leave_in_openai_shape_for_raw_clients(offline: str) -> None:
     assert r.headers["x-request-id"]
     r = httpx.get(f"{offline}/v1/nothing-here", headers=auth(ALICE))
     assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    # OpenAI's reference is the schema of /v1, not ours (which holds our error shape).
+    assert not [p for p in httpx.get(f"{offline}/openapi.json").json()["paths"] if "/v1" in p]
     # /api keeps its own shape.
     r = httpx.get(f"{offline}/api/chat/sessions", headers=auth("sk-wrong-0000000000"))
     assert r.status_code == 401 and set(r.json()["error"]) == {"code", "message", "request_id"}
@@ -533,6 +535,29 @@ def test_a_session_needs_the_new_user_message_last(chain: str, fake: FakeUpstrea
         )
     assert caught.value.param == "messages"
     assert fake.requests == []
+
+
+def test_the_agents_own_tool_calls_stay_inside(chain: str, fake: FakeUpstream) -> None:
+    fake.script("m1", tool_call("calculator", {"expression": "10 * 20"}), text("It is 200."))
+    answer = sdk(chain).chat.completions.create(model="agent", messages=[user(CALCULATION)])
+    message = answer.choices[0].message
+    assert (message.content, message.tool_calls, answer.choices[0].finish_reason) == (
+        "It is 200.",
+        None,
+        "stop",
+    )
+    tool_results = [m for m in fake.requests[1].body["messages"] if m["role"] == "tool"]
+    assert len(tool_results) == 1 and "200" in tool_results[0]["content"]
+    assert answer.usage is not None
+    assert answer.usage.prompt_tokens == sum(
+        usage["prompt_tokens"] for usage in (fake_usage(r) for r in fake.requests)
+    )
+
+
+def fake_usage(request: Any) -> dict[str, int]:
+    """The usage the fake reported for a recorded request (it counts prompt words)."""
+    words = sum(len(str(m.get("content") or "").split()) for m in request.body["messages"])
+    return {"prompt_tokens": words}
 
 
 def test_pinned_model_is_tried_first(chain: str, fake: FakeUpstream) -> None:
@@ -791,20 +816,25 @@ def test_rate_limit_is_rate_limit_error_with_retry_after(tmp_path: Path) -> None
         assert [m.id for m in client.models.list()] == ["agent"]  # listing is not limited
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DAILY_TOKEN_BUDGET is reserved on the REST path only (api/service.py); "
-    "the lead moves budgets into the run core, then /v1 enforces them",
-)
 def test_daily_token_budget_is_rate_limit_error(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, agent_api_keys=[ALICE], daily_token_budget=100)
+    settings = make_settings(tmp_path, agent_api_keys=[ALICE], daily_token_budget=600)
     with serve_in_thread(create_app(settings)) as url:
-        r = httpx.post(
-            f"{url}/api/chat/message",
-            headers=auth(ALICE),
-            json={"message": "hi", "max_tokens": 500},
-        )
-        assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
-        with pytest.raises(openai.RateLimitError) as caught:
-            sdk(url).chat.completions.create(model="agent", messages=[user("hi")], max_tokens=500)
+        client = sdk(url)
+        with pytest.raises(openai.RateLimitError) as caught:  # more than a day's budget
+            client.chat.completions.create(model="agent", messages=[user("hi")], max_tokens=900)
         assert caught.value.code == "budget_exceeded"
+        answered = 0
+        with pytest.raises(openai.RateLimitError) as caught:  # the turns' tokens add up
+            for _ in range(10):
+                client.chat.completions.create(
+                    model="agent", messages=[user(CALCULATION)], max_tokens=50
+                )
+                answered += 1
+        assert answered >= 2
+        error = caught.value
+        assert (error.code, error.type) == ("budget_exceeded", "insufficient_quota")
+        assert int(error.response.headers["retry-after"]) > 3600  # the day's end
+        with pytest.raises(openai.RateLimitError):  # streamed too, before any chunk
+            client.chat.completions.create(
+                model="agent", messages=[user(CALCULATION)], max_tokens=50, stream=True
+            )

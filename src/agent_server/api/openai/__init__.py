@@ -5,6 +5,11 @@ uses the agent (fallback chain, tools, persistence, keys, limits) without a clie
 its own. The routes parse OpenAI's shapes, make one run-core call each, and translate
 with the pure functions of `translate.py`; errors leave in OpenAI's shape
 (`errors.py`).
+
+The routes are left out of our OpenAPI schema: that schema documents our error shape
+on every route (and the contract test holds every route to it), while this surface
+answers in OpenAI's on purpose; OpenAI's own API reference is the schema here, and
+README's "OpenAI-compatible API" section the subset we serve.
 """
 
 from __future__ import annotations

@@ -42,7 +42,9 @@ from agent_server.runs.store import RunRecord
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(rate_limit)])
+router = APIRouter(
+    prefix="/v1", tags=["openai"], dependencies=[Depends(rate_limit)], include_in_schema=False
+)
 NEW_SESSION = "new"
 STREAM_MODES = ("messages", "custom", "updates")
 

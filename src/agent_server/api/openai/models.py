@@ -11,7 +11,7 @@ from agent_server.api.openai.schemas import AGENT_MODEL, PINNED_PREFIX
 from agent_server.errors import ModelNotFound
 from agent_server.resources import Resources
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], include_in_schema=False)
 CREATED = 1_764_633_600
 """A fixed `created` (2025-12-02): the ids are configuration, not objects with a birth."""
 
