@@ -17,16 +17,21 @@ from typing import Any
 import pytest
 
 from agent_server.config import Settings
-from agent_server.errors import BadRunRequest, RunNotFound, ThreadBusy, ThreadNotFound
+from agent_server.errors import (
+    BadRunRequest,
+    BudgetExceeded,
+    RunNotFound,
+    ThreadBusy,
+    ThreadNotFound,
+)
 from agent_server.graph.builder import build_graph
 from agent_server.observability.metrics import Metrics
 from agent_server.persistence.checkpointer import open_checkpointer
 from agent_server.persistence.instrumented import InstrumentedSaver
 from agent_server.resources import build_resources
-from agent_server.runs.events import LocalEventLog, RedisEventLog
+from agent_server.runs.budget import token_budget
+from agent_server.runs.core import open_run_core
 from agent_server.runs.runs import RunRequest, Runs
-from agent_server.runs.store import LocalRunStore, RedisRunStore
-from agent_server.runs.threads import Threads
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, fake_upstream, text
 from tests.support.redis import delete_prefix, require_redis, unique_prefix
@@ -60,35 +65,15 @@ async def open_core(settings: Settings, *, replica: str | None = None) -> AsyncI
         async with open_checkpointer(settings, resources.redis) as saver:
             checkpointer = InstrumentedSaver(saver, metrics.checkpointer_latency)
             graph = build_graph(resources.deps, checkpointer=checkpointer)
-            if resources.redis is None:
-                store, events = LocalRunStore(), LocalEventLog()
-            else:
-                prefix = settings.redis_key_prefix
-                store = RedisRunStore(resources.redis, prefix=prefix, ttl_seconds=60)
-                events = RedisEventLog(resources.redis, prefix=prefix, retain_seconds=60)
-            threads = Threads(
+            async with open_run_core(
+                resources,
                 graph=graph,
                 checkpointer=checkpointer,
-                transcript=resources.transcript,
-                runs=store,
-            )
-            runs = Runs(
-                graph=graph,
-                checkpointer=checkpointer,
-                transcript=resources.transcript,
-                store=store,
-                events=events,
-                settings=settings,
                 metrics=metrics,
+                budget=token_budget(settings, resources.redis),
                 replica_id=replica,
-                redis=resources.redis,
-                threads=threads,
-            )
-            await runs.start()
-            try:
-                yield Core(runs, settings, resources.transcript, checkpointer)
-            finally:
-                await runs.aclose()
+            ) as core:
+                yield Core(core.runs, settings, resources.transcript, checkpointer)
     finally:
         await resources.aclose()
 
@@ -305,3 +290,24 @@ async def test_a_run_on_one_replica_is_joined_and_cancelled_from_another(
             assert await a.runs.store.active(thread) is None
     finally:
         delete_prefix(url, prefix)
+
+
+async def test_runs_reserve_the_daily_budget_before_any_model_call(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    upstream.reset()
+    upstream.always(MODEL, text("short", first_token_latency=0.5))
+    settings = core_settings(tmp_path, upstream, daily_token_budget=300)
+    async with open_core(settings) as core:
+        thread = await new_thread(core)
+        small = RunRequest("agent", input=human("hi"), context={"max_tokens": 200})
+        first = await core.runs.create(ALICE, thread, small)
+        # The first run's reservation (prompt + 200) leaves too little for a second.
+        with pytest.raises(BudgetExceeded):
+            await core.runs.create(ALICE, await new_thread(core), small)
+        assert len(upstream.requests) <= 1
+        await core.runs.wait(ALICE, thread, first.run_id)
+        # Settled with the real usage (a few dozen tokens): room again.
+        again = await core.runs.create(ALICE, await new_thread(core), small)
+        await core.runs.wait(ALICE, again.thread_id, again.run_id)
+        assert len(upstream.requests) == 2

@@ -43,6 +43,7 @@ async def open_run_core(
     checkpointer: InstrumentedSaver,
     metrics: Metrics,
     budget: TokenBudget | None = None,
+    replica_id: str | None = None,
 ) -> AsyncIterator[RunCore]:
     settings = resources.settings
     store: RunStore
@@ -72,7 +73,8 @@ async def open_run_core(
         settings=settings,
         metrics=metrics,
         redis=resources.redis,
-        threads=threads,
+        budget=budget,
+        replica_id=replica_id,
     )
     locks = SlotLocks(
         store,

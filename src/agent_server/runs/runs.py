@@ -40,10 +40,10 @@ from agent_server.errors import (
 from agent_server.graph.state import FLAGS_KEY, PUBLIC_CONTEXT, RunFlags, RunOptions
 from agent_server.observability.metrics import Metrics
 from agent_server.persistence.repository import SessionInfo, TranscriptRepository
+from agent_server.runs.budget import Reservation, TokenBudget, estimate_tokens
 from agent_server.runs.events import END, EventLog, RunEvent
 from agent_server.runs.serialize import jsonable
 from agent_server.runs.store import MultitaskStrategy, RunRecord, RunStore, SlotKeeper
-from agent_server.runs.threads import Threads
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,24 @@ def _context(request: RunRequest) -> RunOptions:
 
 
 @dataclass(slots=True)
+class _Seen:
+    """What a run's stream showed that its end needs: tokens its model calls used (for
+    the budget), and whether the graph paused (an interrupt or a breakpoint)."""
+
+    tokens: int = 0
+    paused: bool = False
+
+    def observe(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict):
+            return
+        if "__interrupt__" in chunk:
+            self.paused = True
+        model = chunk.get("model")
+        if isinstance(model, dict) and isinstance(model.get("usage"), dict):
+            self.tokens = int(model["usage"].get("total_tokens", 0))
+
+
+@dataclass(slots=True)
 class _Execution:
     task: asyncio.Task[None]
     action: Action | None = None
@@ -140,7 +158,7 @@ class Runs:
         replica_id: str | None = None,
         redis: Redis | RedisCluster | None = None,
         graph_id: str = "agent",
-        threads: Threads | None = None,
+        budget: TokenBudget | None = None,
     ) -> None:
         self._graph = graph
         self._checkpointer = checkpointer
@@ -152,7 +170,7 @@ class Runs:
         self._replica = replica_id or uuid.uuid4().hex
         self._redis = redis
         self._graph_id = graph_id
-        self._threads = threads
+        self._budget = budget
         self._running: dict[str, _Execution] = {}
         self._slots = SlotKeeper(
             store, interval_seconds=settings.lock_ttl_seconds / 3 if redis is not None else None
@@ -216,7 +234,35 @@ class Runs:
         resume = (request.command or {}).get("resume")
         if thread_id is None and resume is not None:
             raise BadRunRequest("a resume command needs a thread")
+        reserved = await self._reserve(principal, request)
+        try:
+            return await self._admit(principal, thread_id, request, reserved)
+        except BaseException:
+            await self._settle(principal, reserved, 0)
+            raise
+
+    async def _reserve(self, principal: str, request: RunRequest) -> int:
+        """Set the run's worst case aside in the daily budget before any model call:
+        the prompt we know of (system prompt and input) plus `max_tokens`; 429
+        `budget_exceeded` if it does not fit. Every surface's runs pay it, as REST's do."""
+        if self._budget is None:
+            return 0
+        limit = request.context.get("max_tokens")
+        tokens = estimate_tokens(
+            self._settings.system_prompt, json.dumps(jsonable(request.input or {}))
+        ) + (limit if isinstance(limit, int) and limit > 0 else RunOptions.max_tokens)
+        reservation = await self._budget.reserve(principal, tokens)
+        return reservation.tokens if reservation is not None else 0
+
+    async def _settle(self, principal: str, reserved: int, used: int) -> None:
+        if self._budget is not None and reserved:
+            await self._budget.settle(Reservation(principal, reserved), used)
+
+    async def _admit(
+        self, principal: str, thread_id: str | None, request: RunRequest, reserved: int
+    ) -> RunRecord:
         stamp = {"graph_id": self._graph_id, "assistant_id": request.assistant_id}
+        prior: str | None = None
         if thread_id is None:
             thread_id = str(uuid.uuid4())
             await self._transcript.create_thread(principal, thread_id, stamp)
@@ -224,6 +270,7 @@ class Runs:
             temporary = True
         else:
             row = await self._ensure_thread(principal, thread_id, request, stamp)
+            prior = row.status
             if any(row.metadata.get(k) != v for k, v in stamp.items()):
                 # Agent Chat UI lists threads by these (`threads.search` on metadata).
                 await self._transcript.update_thread(thread_id, principal, metadata=stamp)
@@ -240,6 +287,7 @@ class Runs:
             metadata=metadata,
             kwargs=request.to_kwargs(),
             replica=self._replica,
+            reserved_tokens=reserved,
         )
         await self._events.open(thread_id, record.run_id)
         admission = await self._store.admit(record)
@@ -247,7 +295,7 @@ class Runs:
             await self._events.delete(thread_id, record.run_id)
             raise ThreadBusy(thread_id)
         if admission.started:
-            record = replace(record, status="running")
+            record = replace(record, status="running", prior_status=prior)
             self._launch(record)
         else:
             record = replace(record, status="pending")
@@ -333,12 +381,13 @@ class Runs:
         request = RunRequest.from_kwargs(record.kwargs)
         thread_id, run_id = record.thread_id, record.run_id
         status, error = "success", None
+        seen = _Seen()
         self._metrics.active_runs.inc()
         try:
             await self._events.append(
                 thread_id, run_id, "metadata", {"run_id": run_id, "attempt": 1}
             )
-            result = await self._stream_graph(record, request)
+            result = await self._stream_graph(record, request, seen)
             await self._store.set_result(thread_id, run_id, result)
         except asyncio.CancelledError:
             status = "interrupted"
@@ -361,9 +410,11 @@ class Runs:
             action = execution.action if execution is not None else None
             with anyio.CancelScope(shield=True):
                 # Status, `end` and the slot must be settled even when cancelled.
-                await self._finish(record, status, error, action)
+                await self._finish(record, status, error, action, seen)
 
-    async def _stream_graph(self, record: RunRecord, request: RunRequest) -> dict[str, Any]:
+    async def _stream_graph(
+        self, record: RunRecord, request: RunRequest, seen: _Seen
+    ) -> dict[str, Any]:
         """Stream the graph into the log; returns the final values (+ `__interrupt__`)."""
         thread_id, run_id = record.thread_id, record.run_id
         modes = _modes(request)
@@ -402,6 +453,7 @@ class Runs:
                 values = chunk
             if not ns and mode == "updates" and isinstance(chunk, dict):
                 interrupts.extend(chunk.get("__interrupt__", ()))
+                seen.observe(chunk)
             if mode in wanted:
                 name = "|".join((mode, *ns)) if ns else mode
                 await self._events.append(thread_id, run_id, name, jsonable(chunk))
@@ -434,6 +486,7 @@ class Runs:
         status: str,
         error: dict[str, Any] | None,
         action: Action | None,
+        seen: _Seen,
     ) -> None:
         """Settle a run, in the order readers rely on: once a reader sees `end`, the
         record has its status, a temporary thread is gone and the slot is free."""
@@ -449,10 +502,11 @@ class Runs:
                 await self._store.delete(thread_id, run_id)
             else:
                 await self._store.put(replace(record, status=status, error=error))  # type: ignore[arg-type]
+            await self._settle(record.owner, record.reserved_tokens, seen.tokens)
             if record.metadata.get("temporary"):
                 await self._delete_thread(record.owner, thread_id)
-            elif self._threads is not None:
-                await self._threads.settle(record.owner, thread_id, error=error)
+            elif action != "rollback":
+                await self._record_thread_status(record, error, seen)
         except Exception:
             log.exception("could not record the end of run %s", run_id)
         finally:
@@ -464,6 +518,19 @@ class Runs:
             except Exception:
                 log.exception("could not free thread %s after run %s", thread_id, run_id)
             await self.handoff(thread_id, nxt)
+
+    async def _record_thread_status(
+        self, record: RunRecord, error: dict[str, Any] | None, seen: _Seen
+    ) -> None:
+        """What the run left the thread as (`Threads` reads it): `error` with the error,
+        `interrupted` when it paused, else `idle`. One SQL write, and none when a run
+        that started at once leaves the status it found."""
+        status = "error" if error is not None else "interrupted" if seen.paused else "idle"
+        if error is None and record.prior_status == status:
+            return
+        await self._transcript.update_thread(
+            record.thread_id, record.owner, status=status, error=error
+        )
 
     async def _delete_thread(self, principal: str, thread_id: str) -> None:
         """A temporary thread's state and row; its run records stay until they expire
@@ -565,6 +632,8 @@ class Runs:
         if not await self._store.unqueue(thread_id, run_id):
             return False
         record = await self._store.get(thread_id, run_id)
+        if record is not None:  # it never ran: its reservation goes back whole
+            await self._settle(record.owner, record.reserved_tokens, 0)
         if action == "rollback":
             await self._store.delete(thread_id, run_id)
             await self._events.delete(thread_id, run_id)

@@ -70,6 +70,11 @@ class RunRecord:
     error: dict[str, Any] | None = None
     replica: str | None = None
     """The replica executing it (cancels travel there)."""
+    reserved_tokens: int = 0
+    """Tokens of the daily budget set aside for it, settled when it ends."""
+    prior_status: str | None = None
+    """The thread's stored status when the run started at once (None: it queued or the
+    thread is temporary): the run's end writes the status only if it changed."""
 
     @property
     def done(self) -> bool:
