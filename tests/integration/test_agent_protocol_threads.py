@@ -424,3 +424,24 @@ async def test_keepalives_while_a_slow_run_goes_on(tmp_path: Path) -> None:
                 async with raw.stream("POST", "/runs/stream", json=body) as streamed:
                     chunks = b"".join([chunk async for chunk in streamed.aiter_bytes()])
                 assert b": heartbeat" in chunks and b"event: end" in chunks
+
+
+async def test_a_thread_deleted_here_is_gone_for_rest_too(
+    alice: LangGraphClient, url: str
+) -> None:
+    """Embedded mode remembers REST sessions in-process: a thread deleted through this
+    API must not come back to life through a REST message."""
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as rest:
+        first = await rest.post("/api/chat/message", json={"message": "Calculate 2 * 3"})
+        session_id = first.json()["session_id"]
+        again = await rest.post(
+            "/api/chat/message", json={"message": "Calculate 3 * 4", "session_id": session_id}
+        )
+        assert again.status_code == 200
+        await alice.threads.delete(session_id)
+        gone = await rest.post(
+            "/api/chat/message", json={"message": "Calculate 4 * 5", "session_id": session_id}
+        )
+        assert gone.status_code == 404
+        assert gone.json()["error"]["code"] == "session_not_found"

@@ -61,8 +61,17 @@ async def open_run_core(
         events = RedisEventLog(
             resources.redis, prefix=prefix, retain_seconds=settings.session_ttl_seconds
         )
+    def forget(thread_id: str) -> None:
+        # `Turns` (built below) remembers sessions in-process: one deleted as a thread
+        # is gone there too.
+        turns.forget(thread_id)
+
     threads = Threads(
-        graph=graph, checkpointer=checkpointer, transcript=resources.transcript, runs=store
+        graph=graph,
+        checkpointer=checkpointer,
+        transcript=resources.transcript,
+        runs=store,
+        on_delete=forget,
     )
     runs = Runs(
         graph=graph,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -113,11 +113,14 @@ class Threads:
         checkpointer: BaseCheckpointSaver,
         transcript: TranscriptRepository,
         runs: RunActivity,
+        on_delete: Callable[[str], None] | None = None,
     ) -> None:
         self._graph = graph
         self._checkpointer = checkpointer
         self._transcript = transcript
         self._runs = runs
+        self._on_delete = on_delete
+        """Told each deleted thread's id (the REST path's in-process session cache)."""
 
     # --- rows -----------------------------------------------------------------
 
@@ -307,6 +310,8 @@ class Threads:
         await self._checkpointer.adelete_thread(thread_id)
         await self._runs.delete_thread(thread_id)
         await self._transcript.delete_session(thread_id, principal)
+        if self._on_delete is not None:
+            self._on_delete(thread_id)
 
     async def copy(self, principal: str, thread_id: str) -> Thread:
         """A new thread with the same metadata and every checkpoint of this one."""
