@@ -28,6 +28,7 @@ from agent_server.config import Settings
 from agent_server.llm import build_model_chain
 from tests.conftest import ALICE, BOB, auth, make_settings
 from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text, tool_call
+from tests.support.redis import delete_prefix, require_redis, unique_prefix
 from tests.support.servers import serve_in_thread
 
 CALCULATION = "Calculate 10 * 20"
@@ -796,6 +797,39 @@ async def test_a_busy_session_is_conflict(chain: str, fake: FakeUpstream) -> Non
     async with httpx.AsyncClient(base_url=chain, headers=auth(ALICE)) as rest:
         turns = (await rest.get(f"/api/chat/history/{session_id}")).json()["turns"]
     assert [t["user_message"] for t in turns] == ["slow"]
+
+
+def test_over_redis_whole_streamed_and_a_session(tmp_path: Path) -> None:
+    """Run records, event logs, slots and checkpoints in Redis, as replicas use them."""
+    url = require_redis()
+    prefix = unique_prefix("openai")
+    settings = make_settings(
+        tmp_path, agent_api_keys=[ALICE], redis_url=url, redis_key_prefix=prefix
+    )
+    try:
+        with serve_in_thread(create_app(settings)) as server:
+            client = sdk(server)
+            answer = client.chat.completions.create(model="agent", messages=[user(CALCULATION)])
+            assert answer.choices[0].message.content == ANSWER
+            with client.chat.completions.with_streaming_response.create(
+                model="agent",
+                messages=[user(CALCULATION)],
+                stream=True,
+                extra_headers={"X-Session-ID": "new"},
+            ) as response:
+                session_id = response.headers["x-session-id"]
+                parts = [c.choices[0].delta.content or "" for c in response.parse() if c.choices]
+            assert "".join(parts) == ANSWER
+            client.chat.completions.create(
+                model="agent",
+                messages=[user("what is 2 + 3?")],
+                extra_headers={"X-Session-ID": session_id},
+            )
+            turns = wait_for_turns(server, session_id, 2)
+            assert [t["user_message"] for t in turns] == [CALCULATION, "what is 2 + 3?"]
+            assert len(sessions_of(server)) == 1  # the stateless one left nothing
+    finally:
+        delete_prefix(url, prefix)
 
 
 # --- limits and budgets ------------------------------------------------------------
