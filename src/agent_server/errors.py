@@ -115,6 +115,39 @@ class ThreadBusy(SessionBusy):
         )
 
 
+class ApprovalPending(AgentServerError):
+    """The session's last turn waits for a person's decisions on its tool calls: a new
+    message would abandon that turn, so the client must decide first."""
+
+    status_code = 409
+    code = "approval_pending"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} waits for approval of tool calls; send the decisions "
+            "to /api/chat/session/{id}/approval first"
+        )
+
+
+class NotAwaitingApproval(AgentServerError):
+    """Decisions sent for a session or thread that is not paused for approval."""
+
+    status_code = 409
+    code = "not_awaiting_approval"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} is not waiting for an approval")
+
+
+class InvalidApproval(AgentServerError):
+    """Decisions that do not fit the pending tool calls (one per call, known ids,
+    edited arguments the tool accepts); checked before resuming, so the run stays
+    paused and the client can send them again."""
+
+    status_code = 422
+    code = "invalid_decisions"
+
+
 class RunNotFound(AgentServerError):
     """A run that does not exist, or belongs to another principal."""
 

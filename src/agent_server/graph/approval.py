@@ -83,6 +83,14 @@ def interrupt_value(calls: Sequence[ToolCall]) -> dict[str, Any]:
     }
 
 
+def approval_names(pending: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The tools of the pending calls: a resumed run's `require_approval`, so the approve
+    node, which runs again from the top on resume, pauses on the same calls (and so
+    takes the decisions) even when the resume's context lacks what the first run
+    added."""
+    return tuple(dict.fromkeys(str(call["name"]) for call in pending))
+
+
 def pending_from_interrupts(values: Iterable[Any]) -> list[dict[str, Any]]:
     """The pending calls of a paused state's interrupt values (none when it is not
     paused for approval)."""
@@ -93,11 +101,11 @@ def pending_from_interrupts(values: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def parse_decisions(
-    resume: Any, pending: Sequence[Mapping[str, Any]], tools: ToolRegistry
+    resume: Any, pending: Sequence[Mapping[str, Any]], tools: ToolRegistry | None
 ) -> list[Decision]:
     """Check `resume` against the pending calls; raises InvalidDecisions listing every
     problem: not one decision per pending call, unknown ids, bad actions, or edited
-    arguments the tool's schema rejects."""
+    arguments the tool's schema rejects (not checked without `tools`)."""
     raw = resume.get("decisions") if isinstance(resume, Mapping) else None
     if not isinstance(raw, list):
         raise InvalidDecisions(['the resume value must be {"decisions": [...]}'])
@@ -120,7 +128,7 @@ def parse_decisions(
         call = by_id.get(decision.tool_call_id)
         if call is None or decision.action != "edit":
             continue
-        tool = tools.get(str(call["name"]))
+        tool = tools.get(str(call["name"])) if tools is not None else None
         if tool is None:
             continue
         try:

@@ -49,6 +49,11 @@ class LatestCheckpointCache(BaseCheckpointSaver):
         self.inner = inner
         self._capacity = capacity
         self._latest: OrderedDict[str, _Latest] = OrderedDict()
+        # Checkpoints that got pending writes. LangGraph may write a task's writes (an
+        # interrupt) while, or even before, `aput` of the checkpoint they belong to
+        # returns: caching that checkpoint with no pending writes would hide the
+        # interrupt (a paused run would look finished).
+        self._written: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @property
     def config_specs(self) -> list[Any]:
@@ -101,7 +106,8 @@ class LatestCheckpointCache(BaseCheckpointSaver):
         thread_id = str(configurable.get("thread_id"))
         self._forget(thread_id)  # stale from here on, whatever the write's outcome
         next_config = await self.inner.aput(config, checkpoint, metadata, new_versions)
-        if not configurable.get("checkpoint_ns"):
+        written = (thread_id, str(next_config["configurable"].get("checkpoint_id")))
+        if not configurable.get("checkpoint_ns") and written not in self._written:
             parent = configurable.get("checkpoint_id")
             self._latest[thread_id] = _Latest(
                 config=next_config,
@@ -131,7 +137,12 @@ class LatestCheckpointCache(BaseCheckpointSaver):
         task_path: str = "",
     ) -> None:
         # The cached tuple has no pending writes: let the inner saver answer from now on.
-        self._forget(str((config.get("configurable") or {}).get("thread_id")))
+        configurable = config.get("configurable") or {}
+        thread_id = str(configurable.get("thread_id"))
+        self._forget(thread_id)
+        self._written[(thread_id, str(configurable.get("checkpoint_id")))] = None
+        while len(self._written) > self._capacity:
+            self._written.popitem(last=False)
         await self.inner.aput_writes(config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:

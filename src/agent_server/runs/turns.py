@@ -44,20 +44,31 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+from langchain_core.messages import HumanMessage
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent_server.config import Settings
 from agent_server.errors import (
     AgentServerError,
+    ApprovalPending,
     IdempotencyKeyReused,
+    InvalidApproval,
     InvalidModel,
     InvalidTools,
+    NotAwaitingApproval,
     RequestInProgress,
     SessionBusy,
     SessionNotFound,
     StoreUnavailable,
+)
+from agent_server.graph.approval import (
+    InvalidDecisions,
+    approval_names,
+    parse_decisions,
+    pending_from_interrupts,
 )
 from agent_server.graph.nodes.persist import STORED_TURN_KEY, StoredTurn
 from agent_server.graph.state import (
@@ -110,6 +121,8 @@ class TurnRequest:
     model: str | None = None
     temperature: float = 0.7
     max_tokens: int = 1000
+    require_approval: list[str] | None = None
+    """Tools needing a person's approval in this turn, on top of `APPROVAL_TOOLS`."""
 
 
 TurnResult = dict[str, Any]
@@ -129,7 +142,11 @@ class TurnEvent:
 def request_fingerprint(request: TurnRequest) -> str:
     """SHA-256 of the request as parsed (defaults filled in), stored with the turn
     so that a reused key with a different body is told apart from a retry."""
-    canonical = json.dumps(asdict(request), sort_keys=True, separators=(",", ":"))
+    fields = asdict(request)
+    if fields["require_approval"] is None:
+        # Absent as before the field existed: keys stored earlier keep their fingerprint.
+        del fields["require_approval"]
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -149,6 +166,8 @@ class PreparedTurn:
     """The request's fingerprint when it came with an `Idempotency-Key`."""
     replay: TurnResult | None = None
     """The key already answered: this is the stored response, and nothing runs."""
+    resume: dict[str, Any] | None = None
+    """The person's decisions: this run resumes the session's paused turn."""
 
     @property
     def new_session(self) -> bool:
@@ -187,11 +206,18 @@ class _Progress:
     committed it (the turn is stored: `StoredTurn`), and the tokens its model calls
     used (from the model node's updates)."""
 
-    __slots__ = ("_tokens", "stored")
+    __slots__ = ("_tokens", "interrupts", "stored")
 
     def __init__(self) -> None:
         self.stored = StoredTurn()
         self._tokens = 0
+        self.interrupts: list[Any] = []
+        """Values of the interrupts the run stopped at (from `updates`: no extra read)."""
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """The tool calls the run paused on for approval (none when it did not)."""
+        return pending_from_interrupts(self.interrupts)
 
     @property
     def summary(self) -> TurnSummary | None:
@@ -205,9 +231,16 @@ class _Progress:
     def observe(self, mode: str, chunk: Any) -> None:
         if mode != "updates" or not isinstance(chunk, dict):
             return
+        for item in chunk.get("__interrupt__", ()):
+            self.interrupts.append(getattr(item, "value", item))
         model = chunk.get("model")
         if isinstance(model, dict) and isinstance(model.get("usage"), dict):
             self._tokens = int(model["usage"].get("total_tokens", 0))
+
+
+def message_text_of(message: HumanMessage | None) -> str:
+    content = message.content if message is not None else ""
+    return content if isinstance(content, str) else json.dumps(content)
 
 
 def _replayed(record: TurnRecord) -> TurnResult:
@@ -264,6 +297,11 @@ class Turns:
         session = await self._deps.transcript.create_session(principal, title=title)
         self._remember(session)
         return session
+
+    def forget(self, session_id: str) -> None:
+        """The session was deleted elsewhere (an Agent Protocol thread delete)."""
+        if self._known is not None:
+            self._known.forget(session_id)
 
     def _remember(self, session: SessionInfo) -> None:
         if self._known is not None:
@@ -342,6 +380,17 @@ class Turns:
             session = self._unsaved_session(principal)
         else:
             session = await self._owned_session(principal, request.session_id)
+            if session.status == "interrupted":
+                # The status comes with the session's row (or the embedded cache): no
+                # extra round trip for the ordinary message.
+                raise ApprovalPending(session.id)
+        if request.require_approval and (
+            unknown := self._deps.tools.unknown(request.require_approval)
+        ):
+            raise InvalidTools(
+                f"unknown tools in require_approval: {', '.join(unknown)}",
+                details={"available": self._deps.tools.names},
+            )
         turn_id, fingerprint = str(uuid.uuid4()), None
         if idempotency_key is not None:
             turn_id = idempotent_turn_id(principal, request.session_id, idempotency_key)
@@ -387,6 +436,7 @@ class Turns:
             model=request.model,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
+            require_approval=tuple(request.require_approval) if request.require_approval else None,
         )
         flags = RunFlags(
             principal=principal,
@@ -406,6 +456,91 @@ class Turns:
             reservation=reservation,
             fingerprint=fingerprint,
         )
+
+    async def start_approval(self, principal: str, session_id: str, resume: Any) -> PreparedTurn:
+        """Validate a person's decisions against the session's paused turn and take
+        its lock; `run_turn` / `stream_turn` then resume it. Checked *before*
+        resuming (once the graph resumes, the interrupt is spent): decisions that do
+        not fit are a 422 and the turn stays paused."""
+        session = await self._owned_session(principal, session_id)
+        if session.status != "interrupted":
+            raise NotAwaitingApproval(session.id)
+        with store_errors():
+            acquired = await self._locks.try_acquire(session.id)
+        if not acquired:
+            raise SessionBusy(session.id)
+        try:
+            with store_errors():
+                snapshot = await self._graph.aget_state({"configurable": {"thread_id": session.id}})
+            pending = pending_from_interrupts(
+                item.value for task in snapshot.tasks for item in task.interrupts
+            )
+            if not pending:
+                raise NotAwaitingApproval(session.id)
+            try:
+                parse_decisions(resume, pending, self._deps.tools)
+            except InvalidDecisions as exc:
+                raise InvalidApproval(
+                    "the decisions do not fit the pending tool calls: " + str(exc),
+                    details={"problems": exc.problems, "pending_tool_calls": pending},
+                ) from exc
+            messages = (snapshot.values or {}).get("messages") or []
+            human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+            turn_id = str((human.id if human else None) or uuid.uuid4())
+            reservation = await self._reserve(principal, TurnRequest(message="."))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release((session.id,))
+            raise
+        return PreparedTurn(
+            session,
+            turn_id,
+            message_text_of(human),
+            RunOptions(require_approval=approval_names(pending)),
+            time.perf_counter(),
+            flags=RunFlags(principal=principal),
+            held=(session.id,),
+            reservation=reservation,
+            resume=dict(resume),
+        )
+
+    async def _set_status(self, turn: PreparedTurn, status: str, *, has_row: bool) -> None:
+        """Store whether the session waits for a person (`interrupted`) on its row,
+        where the next message's session lookup reads it for free."""
+        principal = turn.flags.principal
+        with store_errors():
+            if not has_row:
+                await self._deps.transcript.create_session(principal, session_id=turn.session.id)
+            await self._deps.transcript.update_thread(turn.session.id, principal, status=status)
+        self._remember(replace(turn.session, status=status))
+
+    async def _paused(
+        self, turn: PreparedTurn, pending: list[dict[str, Any]], *, has_row: bool
+    ) -> TurnResult:
+        """The answer of a turn that stopped for approval: nothing is in SQL yet (the
+        turn is written once, when it completes); the pause lives in the checkpoint."""
+        await self._set_status(turn, "interrupted", has_row=has_row)
+        log.info(
+            "turn paused for approval",
+            principal=turn.flags.principal,
+            session_id=turn.session.id,
+            run_id=turn.turn_id,
+            tools=[call["name"] for call in pending],
+        )
+        return {
+            "session_id": turn.session.id,
+            "turn_id": turn.turn_id,
+            "response": "",
+            "tools_used": [],
+            "model_used": None,
+            "fallbacks": [],
+            "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+            "cost_usd": 0.0,
+            "latency_ms": round((time.perf_counter() - turn.started) * 1000),
+            "degraded": False,
+            "status": "awaiting_approval",
+            "pending_tool_calls": pending,
+        }
 
     @staticmethod
     def _replay(
@@ -477,9 +612,11 @@ class Turns:
             configurable["turn_metadata"] = {"request_sha256": turn.fingerprint}
         return {"configurable": configurable, "run_id": turn.turn_id}
 
-    def _input(self, turn: PreparedTurn) -> dict[str, Any]:
+    def _input(self, turn: PreparedTurn) -> dict[str, Any] | Command:
         """The graph input for a turn. A session whose hot state expired gets its
         context back from SQL inside the model node (`graph/history.py`)."""
+        if turn.resume is not None:
+            return Command(resume=turn.resume)
         return new_turn(turn.message, turn.turn_id)
 
     async def _run_graph(
@@ -525,6 +662,9 @@ class Turns:
 
     async def _finish(self, turn: PreparedTurn, summary: TurnSummary) -> TurnResult:
         self._metrics.turns.labels(str(summary["degraded"]).lower()).inc()
+        if turn.resume is not None:
+            await self._set_status(turn, "idle", has_row=True)
+            turn = replace(turn, session=replace(turn.session, status="idle"))
         if turn.session.title is None:
             # The persist node wrote the row or gave it this title: remembering it
             # keeps `no_past` exact for the next message (embedded mode).
@@ -544,7 +684,7 @@ class Turns:
             degraded=summary["degraded"],
             stream=turn.flags.stream,
         )
-        return {**summary, "session_id": turn.session.id}
+        return {**summary, "session_id": turn.session.id, "status": "completed"}
 
     def _unsettled(self, turn: PreparedTurn) -> None:
         """A turn that did not finish may still have been recorded (cut off after the
@@ -591,6 +731,9 @@ class Turns:
                 if progress.summary is None:
                     raise
                 self._stored_anyway(turn, exc)
+            if progress.summary is None and (pending := progress.pending):
+                response = await self._paused(turn, pending, has_row=not turn.new_session)
+                return response
             if progress.summary is None:
                 raise AgentServerError("the run ended without an answer")
             response = await self._finish(turn, progress.summary)
@@ -666,6 +809,12 @@ class Turns:
                 if progress.summary is None:
                     raise
                 self._stored_anyway(turn, exc)
+            if progress.summary is None and (pending := progress.pending):
+                paused = await self._paused(turn, pending, has_row=True)
+                finished = True
+                yield TurnEvent("approval_required", {"pending_tool_calls": pending})
+                yield TurnEvent("done", paused)
+                return
             if progress.summary is None:
                 raise AgentServerError("the run ended without an answer")
             response = await self._finish(turn, progress.summary)

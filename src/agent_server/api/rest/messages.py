@@ -1,4 +1,5 @@
-"""Send a message: a whole answer, or a token stream over SSE."""
+"""Send a message (a whole answer, or a token stream over SSE), and answer a turn that
+paused for a person's approval of its tool calls (the same two shapes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from sse_starlette import EventSourceResponse
 
 from agent_server.api.deps import Principal, Service, rate_limit
 from agent_server.api.rest.events import to_sse
-from agent_server.api.rest.schemas import ChatRequest, ChatResponse, ErrorResponse
+from agent_server.api.rest.schemas import (
+    ApprovalRequest,
+    ChatRequest,
+    ChatResponse,
+    ErrorResponse,
+)
 from agent_server.runs.turns import PreparedTurn, TurnRequest, Turns
 
 router = APIRouter(prefix="/api/chat", tags=["messages"], dependencies=[Depends(rate_limit)])
@@ -22,13 +28,17 @@ ERRORS = {
     404: {"model": ErrorResponse, "description": "Unknown session"},
     409: {
         "model": ErrorResponse,
-        "description": "Another message is running on the session (`session_busy`), or the "
-        "request with this Idempotency-Key is (`request_in_progress`)",
+        "description": "Another message is running on the session (`session_busy`), the "
+        "request with this Idempotency-Key is (`request_in_progress`), the session waits for "
+        "approval of tool calls (`approval_pending`) or, for decisions, does not "
+        "(`not_awaiting_approval`)",
     },
     422: {
         "model": ErrorResponse,
         "description": "Invalid request (`validation_error`, `invalid_model`, `invalid_tools`), "
-        "or an Idempotency-Key reused with another body (`idempotency_key_reused`)",
+        "an Idempotency-Key reused with another body (`idempotency_key_reused`), or "
+        "decisions that do not fit the pending calls (`invalid_decisions`: the turn stays "
+        "paused)",
     },
     502: {"model": ErrorResponse, "description": "The model provider rejected our credentials"},
     503: {
@@ -76,6 +86,10 @@ async def send_message(
     if turn.replay is not None:
         response.headers[REPLAYED_HEADER] = "true"
         return ChatResponse.model_validate(turn.replay)
+    return await _answer(service, turn)
+
+
+async def _answer(service: Turns, turn: PreparedTurn) -> ChatResponse:
     shutdown = anyio.Event()
     # A bare task, not a task group: a task group would wrap the turn's errors
     # (404, 503…) in an ExceptionGroup that the error handlers do not unwrap.
@@ -84,6 +98,20 @@ async def send_message(
         return ChatResponse.model_validate(await service.run_turn(turn, shutdown=shutdown))
     finally:
         watcher.cancel()
+
+
+@router.post("/session/{session_id}/approval", response_model=ChatResponse, responses=ERRORS)
+async def decide(
+    session_id: str,
+    body: ApprovalRequest,
+    request: Request,
+    service: Service,
+    principal: Principal,
+) -> ChatResponse:
+    """Resume a turn that paused for approval: one decision per pending tool call."""
+    turn = await service.start_approval(principal, session_id, body.resume())
+    request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
+    return await _answer(service, turn)
 
 
 def turn_request(body: ChatRequest) -> TurnRequest:
@@ -104,7 +132,7 @@ async def _events(
         200: {
             "content": {"text/event-stream": {}},
             "description": "Events: metadata, message, tool_start, tool_end, fallback, reset, "
-            "done, error",
+            "approval_required, done, error",
         },
         **ERRORS,
     },
@@ -119,6 +147,33 @@ async def stream_message(
 ) -> EventSourceResponse:
     turn = await service.start_turn(principal, turn_request(body), idempotency_key=idempotency_key)
     request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
+    return _event_stream(service, turn)
+
+
+@router.post(
+    "/session/{session_id}/approval/stream",
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "The resumed turn's events, as /message/stream sends them",
+        },
+        **ERRORS,
+    },
+    response_class=EventSourceResponse,
+)
+async def decide_stream(
+    session_id: str,
+    body: ApprovalRequest,
+    request: Request,
+    service: Service,
+    principal: Principal,
+) -> EventSourceResponse:
+    turn = await service.start_approval(principal, session_id, body.resume())
+    request.state.session_id, request.state.run_id = turn.session.id, turn.turn_id
+    return _event_stream(service, turn)
+
+
+def _event_stream(service: Turns, turn: PreparedTurn) -> EventSourceResponse:
     shutdown = anyio.Event()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if turn.replay is not None:

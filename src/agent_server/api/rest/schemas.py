@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,6 +62,12 @@ class ChatRequest(_Strict):
     )
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=1000, ge=1, le=4000)
+    require_approval: list[str] | None = Field(
+        default=None,
+        max_length=MAX_TOOLS_PER_REQUEST,
+        description="Tools whose calls wait for a person's approval in this turn, on top "
+        "of the server's `APPROVAL_TOOLS` (adds, never removes).",
+    )
 
     @field_validator("message")
     @classmethod
@@ -82,6 +88,14 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
 
+class PendingToolCall(BaseModel):
+    """A tool call waiting for a person's decision."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
 class ChatResponse(BaseModel):
     session_id: str
     turn_id: str
@@ -93,6 +107,41 @@ class ChatResponse(BaseModel):
     cost_usd: float
     latency_ms: int
     degraded: bool
+    status: Literal["completed", "awaiting_approval"] = "completed"
+    """`awaiting_approval`: the turn paused before `pending_tool_calls`; answer them at
+    `POST /api/chat/session/{id}/approval`."""
+    pending_tool_calls: list[PendingToolCall] = Field(default_factory=list)
+
+
+class DecisionIn(_Strict):
+    tool_call_id: str = Field(min_length=1, max_length=200)
+    action: Literal["approve", "edit", "deny"]
+    args: dict[str, Any] | None = Field(
+        default=None, description="The call's new arguments (`edit` only)."
+    )
+    reason: str | None = Field(
+        default=None, max_length=2000, description="Why it was denied, told to the model."
+    )
+
+
+class ApprovalRequest(_Strict):
+    decisions: list[DecisionIn] = Field(max_length=256)
+
+    def resume(self) -> dict[str, Any]:
+        """The graph's resume value."""
+        return {"decisions": [d.model_dump(exclude_none=True) for d in self.decisions]}
+
+
+class Approval(BaseModel):
+    """Who decided what about one tool call of a turn."""
+
+    tool_call_id: str
+    name: str
+    action: str
+    args: dict[str, Any] | None = None
+    reason: str | None = None
+    decided_by: str
+    decided_at: datetime
 
 
 class SessionCreate(_Strict):
@@ -126,6 +175,7 @@ class TurnOut(BaseModel):
     latency_ms: int
     degraded: bool
     created_at: datetime | None
+    approvals: list[Approval] = Field(default_factory=list)
 
 
 class HistoryOut(BaseModel):

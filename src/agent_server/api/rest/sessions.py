@@ -50,6 +50,7 @@ def turn_out(turn: TurnRecord) -> TurnOut:
         latency_ms=turn.latency_ms,
         degraded=turn.degraded,
         created_at=turn.created_at,
+        approvals=turn.metadata.get("approvals") or [],  # type: ignore[arg-type]
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphInterrupt
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
@@ -45,9 +46,14 @@ async def approve_tools(
     if not waiting:
         return {}
     request = interrupt_value(waiting)
-    for call in waiting:
-        deps.metrics.approvals_requested.labels(call["name"]).inc()
-    resume = interrupt(request)
+    try:
+        resume = interrupt(request)
+    except GraphInterrupt:
+        # Counted only when the graph really pauses: on resume the node runs again
+        # from the top and `interrupt()` returns the decisions instead.
+        for call in waiting:
+            deps.metrics.approvals_requested.labels(call["name"]).inc()
+        raise
     decisions = parse_decisions(resume, request["pending_tool_calls"], deps.tools)
     now = time.time()
     applied = apply_decisions(
@@ -61,9 +67,16 @@ async def approve_tools(
         deps.metrics.approvals_decided.labels(record["name"], record["action"]).inc()
     deps.metrics.approval_wait.observe(max(0.0, now - paused_at))
     started = state.get("turn_started_at") or paused_at
-    return {
+    update: dict[str, Any] = {
         "messages": [applied.message, *applied.denied],
         "approvals": [*state.get("approvals", []), *applied.record],
         # What the machine had spent before the pause, carried over to now.
         "turn_started_at": now - max(0.0, paused_at - started),
     }
+    if len(applied.denied) == len(message.tool_calls):
+        # Every call denied: the model reads the refusals next, without the tools
+        # node, so this node closes the round. Without it the model node would take
+        # this turn's messages for a failed attempt's (round 0: graph/unstored.py)
+        # and drop them.
+        update["tool_rounds"] = state.get("tool_rounds", 0) + 1
+    return update
