@@ -1,14 +1,18 @@
 """The OpenAI surface's pure parts: request checks, translation to and from the run
-core, and errors in OpenAI's shape (the middleware driven as an ASGI app, no I/O)."""
+core, errors in OpenAI's shape (the middleware driven as an ASGI app), and the relay
+over made-up run events (no I/O)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from agent_server.api.openai.errors import OpenAIErrorShape, openai_error
+from agent_server.api.openai.relay import Relay
 from agent_server.api.openai.schemas import ChatCompletionRequest
 from agent_server.api.openai.translate import (
     ChunkStream,
@@ -18,7 +22,8 @@ from agent_server.api.openai.translate import (
     run_input,
     usage_of,
 )
-from agent_server.errors import UnsupportedParameter
+from agent_server.errors import RunFailed, StoreUnavailable, UnsupportedParameter
+from agent_server.runs.events import RunEvent
 
 SUMMARY = {
     "response": "10 * 20 = 200",
@@ -356,3 +361,74 @@ async def test_middleware_answers_an_unreadable_error_body_in_openai_shape() -> 
     sent = await _drive("/v1/models", 502, b"not json", b"application/json")
     assert sent[0]["status"] == 502
     assert json.loads(sent[1]["body"])["error"]["type"] == "server_error"
+
+
+# --- the relay: an early failure is an HTTP error, a slow start streams ----------------
+
+
+async def events_of(*events: tuple[str, Any]) -> AsyncIterator[RunEvent]:
+    for n, (name, data) in enumerate(events):
+        yield RunEvent(f"1-{n}", name, data)
+
+
+async def test_relay_opening_stops_at_the_first_text_and_rest_follows() -> None:
+    relay = Relay(
+        events_of(
+            ("metadata", {}),
+            ("custom", {"event": "tool_start", "name": "calculator"}),
+            token("10"),
+            token(" = 200"),
+            persisted(),
+            ("end", {}),
+        ),
+        ChunkStream("c", "agent", agent_events=True),
+    )
+    opening = await relay.opening(5.0)
+    rest = [batch async for batch in relay.rest()]
+    chunks = [c for batch in opening + rest for c in batch]
+    assert [c.get("agent_event", {}).get("event") for c in chunks[:1]] == ["tool_start"]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "10 = 200"
+    assert [b async for b in relay.rest()] == []  # drained
+    await relay.aclose()
+
+
+async def test_relay_raises_a_failure_before_any_text_with_its_status() -> None:
+    error = {"message": "every configured model failed", "code": "upstream_unavailable"}
+    relay = Relay(
+        events_of(
+            ("custom", {"event": "fallback", "from": "m1", "to": "m2"}),
+            ("error", {**error, "status": 503}),
+            ("end", {}),
+        ),
+        ChunkStream("c", "agent", agent_events=True),
+    )
+    with pytest.raises(RunFailed) as caught:
+        await relay.opening(5.0)
+    assert (caught.value.status_code, caught.value.code) == (503, "upstream_unavailable")
+
+
+async def test_relay_a_slow_start_streams_and_a_late_failure_is_a_chunk() -> None:
+    go_on = asyncio.Event()
+
+    async def slow() -> AsyncIterator[RunEvent]:
+        yield RunEvent("1-0", "metadata", {})
+        await go_on.wait()  # the model is slow: nothing until the opening gave up
+        yield RunEvent("1-1", "error", {"message": "late", "code": "x"})
+
+    relay = Relay(slow(), ChunkStream("c", "agent"))
+    assert await relay.opening(0.05) == []
+    go_on.set()
+    [[chunk]] = [batch async for batch in relay.rest()]
+    assert chunk["error"]["code"] == "x"
+    await relay.aclose()
+
+
+async def test_relay_turns_a_broken_event_read_into_an_error() -> None:
+    async def broken() -> AsyncIterator[RunEvent]:
+        yield RunEvent("1-0", "metadata", {})
+        raise StoreUnavailable()
+
+    with pytest.raises(RunFailed) as caught:
+        await Relay(broken(), ChunkStream("c", "agent")).opening(5.0)
+    assert (caught.value.status_code, caught.value.code) == (503, "store_unavailable")
