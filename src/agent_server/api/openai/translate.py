@@ -130,7 +130,7 @@ class ChunkStream:
     def _text(self, text: str) -> dict[str, Any]:
         delta: dict[str, Any] = {"content": text}
         if not self.started:
-            delta["role"] = "assistant"
+            delta = {"role": "assistant", **delta}  # OpenAI's order
             self.started = True
         return self._chunk(delta)
 
