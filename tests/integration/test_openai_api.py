@@ -507,6 +507,29 @@ def test_session_continues_without_duplicated_context(chain: str, fake: FakeUpst
     assert len(wait_for_turns(chain, session_id, 3)) == 3
 
 
+def test_a_new_session_starts_from_the_conversation_given(chain: str, fake: FakeUpstream) -> None:
+    fake.script("m1", text("You are Ada."))
+    raw = sdk(chain).chat.completions.with_raw_response.create(
+        model="agent",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            user("I am Ada."),
+            {"role": "assistant", "content": "Hello Ada."},
+            user("Who am I?"),
+        ],
+        extra_headers={"X-Session-ID": "new"},
+    )
+    assert raw.parse().choices[0].message.content == "You are Ada."
+    assert prompt_of(fake) == [
+        ("system", "Be brief."),
+        ("user", "I am Ada."),
+        ("assistant", "Hello Ada."),
+        ("user", "Who am I?"),
+    ]
+    [turn] = history_of(chain, raw.headers["x-session-id"])
+    assert (turn["user_message"], turn["response"]) == ("Who am I?", "You are Ada.")
+
+
 def test_a_rest_session_continues_on_v1(chain: str, fake: FakeUpstream) -> None:
     r = httpx.post(f"{chain}/api/chat/session", headers=auth(ALICE), json={})
     session_id = r.json()["session_id"]
