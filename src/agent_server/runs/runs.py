@@ -33,9 +33,16 @@ from agent_server.config import Settings
 from agent_server.errors import (
     AgentServerError,
     BadRunRequest,
+    InvalidApproval,
     RunNotFound,
     ThreadBusy,
     ThreadNotFound,
+)
+from agent_server.graph.approval import (
+    InvalidDecisions,
+    approval_names,
+    parse_decisions,
+    pending_from_interrupts,
 )
 from agent_server.graph.state import FLAGS_KEY, PUBLIC_CONTEXT, RunFlags, RunOptions
 from agent_server.observability.metrics import Metrics
@@ -275,6 +282,8 @@ class Runs:
                 # Agent Chat UI lists threads by these (`threads.search` on metadata).
                 await self._transcript.update_thread(thread_id, principal, metadata=stamp)
             temporary = False
+        if (request.command or {}).get("resume") is not None:
+            request = await self._checked_resume(thread_id, request)
         metadata = {**request.metadata}
         if temporary:
             metadata["temporary"] = request.on_completion == "delete"
@@ -307,6 +316,37 @@ class Runs:
         if admission.holder is not None and request.multitask_strategy in ("interrupt", "rollback"):
             await self._cancel_running(thread_id, admission.holder, action)
         return record
+
+    async def _checked_resume(self, thread_id: str, request: RunRequest) -> RunRequest:
+        """A `command.resume` for a thread paused for approval, checked against its
+        pending tool calls *before* the run starts: once the graph resumes, the
+        interrupt is spent, so decisions that do not fit are a 422 and the thread
+        stays paused. The run's context then requires approval of the pending calls'
+        tools (the approve node runs again on resume and must pause on the same
+        calls to take the decisions, also when Studio resumes with no context).
+        Other resumes (a thread not paused for approval) go through unchanged.
+        Edited arguments are checked against the tool's schema by the approve node,
+        which pauses again if they do not fit (Runs has no tool registry)."""
+        snapshot = await self._graph.aget_state(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        )
+        pending = pending_from_interrupts(
+            item.value for task in snapshot.tasks for item in task.interrupts
+        )
+        if not pending:
+            return request
+        resume = (request.command or {}).get("resume")
+        try:
+            parse_decisions(resume, pending, None)
+        except InvalidDecisions as exc:
+            raise InvalidApproval(
+                "the decisions do not fit the pending tool calls: " + str(exc),
+                details={"problems": exc.problems, "pending_tool_calls": pending},
+            ) from exc
+        extra = request.context.get("require_approval")
+        required = [*(extra if isinstance(extra, list | tuple) else ()), *approval_names(pending)]
+        context = {**request.context, "require_approval": list(dict.fromkeys(required))}
+        return replace(request, context=context)
 
     async def _ensure_thread(
         self, principal: str, thread_id: str, request: RunRequest, stamp: dict[str, Any]

@@ -380,6 +380,12 @@ class Turns:
             session = self._unsaved_session(principal)
         else:
             session = await self._owned_session(principal, request.session_id)
+            if session.status == "interrupted" and self._known is not None:
+                # Remembered paused: an Agent Protocol resume may have ended the pause
+                # since (the embedded cache does not see those), so ask SQL; only
+                # paused sessions pay this.
+                session = await self.get_session(principal, session.id)
+                self._remember(session)
             if session.status == "interrupted":
                 # The status comes with the session's row (or the embedded cache): no
                 # extra round trip for the ordinary message.
@@ -462,7 +468,8 @@ class Turns:
         its lock; `run_turn` / `stream_turn` then resume it. Checked *before*
         resuming (once the graph resumes, the interrupt is spent): decisions that do
         not fit are a 422 and the turn stays paused."""
-        session = await self._owned_session(principal, session_id)
+        # From SQL, not the embedded cache: an Agent Protocol run may have paused it.
+        session = await self.get_session(principal, session_id)
         if session.status != "interrupted":
             raise NotAwaitingApproval(session.id)
         with store_errors():

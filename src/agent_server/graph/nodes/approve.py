@@ -25,6 +25,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agent_server.graph.approval import (
+    InvalidDecisions,
     apply_decisions,
     interrupt_value,
     needs_approval,
@@ -54,7 +55,17 @@ async def approve_tools(
         for call in waiting:
             deps.metrics.approvals_requested.labels(call["name"]).inc()
         raise
-    decisions = parse_decisions(resume, request["pending_tool_calls"], deps.tools)
+    while True:
+        try:
+            decisions = parse_decisions(resume, request["pending_tool_calls"], deps.tools)
+            break
+        except InvalidDecisions as exc:
+            # The run core checks decisions before resuming (a 422); one that got
+            # through anyway (a resume from a client of the graph we do not front)
+            # pauses again on the same calls, saying why, instead of failing the
+            # turn. On the next resume LangGraph replays the earlier answers to the
+            # earlier `interrupt()` calls, so this loop reaches the newest one.
+            resume = interrupt({**request, "problems": exc.problems})
     now = time.time()
     applied = apply_decisions(
         message,
