@@ -855,6 +855,36 @@ def test_over_redis_whole_streamed_and_a_session(tmp_path: Path) -> None:
         delete_prefix(url, prefix)
 
 
+def test_over_redis_a_slow_model_outlasts_the_requests_redis_time(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """Waiting for a slow run's events is not Redis time: a first token later than
+    REDIS_REQUEST_TIMEOUT_SECONDS is no store_unavailable (it was, whole and streamed)."""
+    url = require_redis()
+    prefix = unique_prefix("openai-slow")
+    settings = chain_settings(
+        tmp_path,
+        fake,
+        agent_models=["m1"],
+        redis_url=url,
+        redis_key_prefix=prefix,
+        redis_request_timeout_seconds=0.5,
+    )
+    fake.always("m1", text("Worth the wait.", first_token_latency=1.5))
+    try:
+        with serve_in_thread(create_app(settings)) as server:
+            client = sdk(server)
+            answer = client.chat.completions.create(model="agent", messages=[user("hi")])
+            assert answer.choices[0].message.content == "Worth the wait."
+            chunks = client.chat.completions.create(
+                model="agent", messages=[user("hi")], stream=True
+            )
+            parts = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+            assert "".join(parts) == "Worth the wait."
+    finally:
+        delete_prefix(url, prefix)
+
+
 # --- limits and budgets ------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse
 
 from agent_server.api.deps import AppResources, Principal, rate_limit
 from agent_server.api.openai.models import pinned_model
-from agent_server.api.openai.relay import Relay
+from agent_server.api.openai.relay import Relay, outside_budget
 from agent_server.api.openai.schemas import ChatCompletionRequest
 from agent_server.api.openai.translate import (
     ChunkStream,
@@ -167,7 +167,8 @@ async def _whole(
     completion_id: str,
     created: int,
 ) -> JSONResponse:
-    result = await runs.wait(principal, run.thread_id, run.run_id)
+    with outside_budget():
+        result = await runs.wait(principal, run.thread_id, run.run_id)
     if "__error__" in result:
         raise RunFailed(result["__error__"])
     summary = result.get("last_turn")

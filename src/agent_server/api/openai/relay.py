@@ -8,6 +8,13 @@ keep-alive interval, before it answers: a run that fails before saying anything
 later failure becomes an error chunk). The wait must not cancel the read of the run's
 events (cancelling an async generator's `anext` closes it), hence the task and a
 queue, which may be waited on with a timeout and keeps every item.
+
+Reading a live run's log is waiting for the run, not for Redis: with Redis, each
+`XREAD BLOCK` of an idle log lasts up to its block time, and charged to the request's
+Redis time (`REDIS_REQUEST_TIMEOUT_SECONDS`, shared with the run's own task, which was
+started in the same context) it spent that budget within seconds of a slow model,
+failing the stream and the run's checkpoint writes. So readers read `outside_budget`:
+each call keeps its own socket timeout, as outside a request.
 """
 
 from __future__ import annotations
@@ -15,16 +22,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from agent_server.api.openai.translate import ChunkStream, error_chunk
 from agent_server.errors import AgentServerError, RunFailed
+from agent_server.persistence.redis_time import RedisTime, redis_time
 from agent_server.runs.events import RunEvent
 
 log = logging.getLogger(__name__)
 
 Batch = list[dict[str, Any]]
+
+
+def outside_budget() -> AbstractContextManager[RedisTime]:
+    """Read a live run's events (and start tasks that do) without drawing on the
+    request's Redis time (see the module docstring)."""
+    return redis_time(math.inf)
 
 
 class Relay:
@@ -34,7 +52,8 @@ class Relay:
         self.chunks = chunks
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue()
         self._drained = False
-        self._task = asyncio.create_task(self._pump(events), name="openai-relay")
+        with outside_budget():  # the task copies the context, and with it this budget
+            self._task = asyncio.create_task(self._pump(events), name="openai-relay")
 
     async def _pump(self, events: AsyncIterator[RunEvent]) -> None:
         try:
@@ -46,6 +65,15 @@ class Relay:
                     break
         except AgentServerError as exc:  # e.g. the store went away mid-run
             self._fail({"message": exc.message, "code": exc.code, "status": exc.status_code})
+        except (RedisError, OSError) as exc:
+            log.warning("reading a run's events failed: %s", type(exc).__name__)
+            self._fail(
+                {
+                    "message": "the state store is unreachable; retry shortly",
+                    "code": "store_unavailable",
+                    "status": 503,
+                }
+            )
         except Exception as exc:
             log.exception("reading a run's events failed")
             self._fail({"message": f"the run's events could not be read ({type(exc).__name__})"})
