@@ -276,3 +276,25 @@ async def test_resume_on_the_other_replica_and_after_a_restart_redis(
     async with server(b) as (http_b, _):
         await rest_approve(http_b, second)
     assert await pg_turns(a.database_url, second["session_id"]) == 1
+
+
+async def test_agent_protocol_bad_edit_pauses_again_then_a_good_one_resumes(
+    tmp_path: Path, stub: WeatherStub
+) -> None:
+    async with server(approval_settings(tmp_path, stub)) as (_, sdk):
+        thread = (await sdk.threads.create())["thread_id"]
+        [call] = pending_of(await sdk.runs.wait(thread, "agent", input=SEOUL))
+        bad = {"tool_call_id": call["id"], "action": "edit", "args": {"nope": 1}}
+        again = await sdk.runs.wait(thread, "agent", command={"resume": {"decisions": [bad]}})
+        [interrupt] = again["__interrupt__"]
+        assert interrupt["value"]["pending_tool_calls"] == [call]
+        assert interrupt["value"]["problems"]
+        assert stub.calls == []
+        assert (await sdk.threads.get(thread))["status"] == "interrupted"
+        good = {"tool_call_id": call["id"], "action": "edit", "args": {"location": "Paris"}}
+        final = await sdk.runs.wait(thread, "agent", command={"resume": {"decisions": [good]}})
+        assert not final.get("__interrupt__")
+        assert "Paris" in str(final["messages"][-1]["content"])
+        assert "geocode:Paris" in stub.calls
+        [answer] = sqlite_turns(tmp_path, thread)
+        assert "Paris" in answer

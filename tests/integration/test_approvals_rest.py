@@ -409,3 +409,70 @@ async def test_a_tool_needing_no_approval_waits_and_runs_in_the_same_round(
     assert len(results) == 2
     assert any("42" in m["content"] for m in results)
     assert len(upstream.requests) == 2  # one round, then the answer
+
+
+# --- cost of the ordinary message, metrics -------------------------------------------
+
+
+def metric(text_: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text_.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+async def _round_trips(tmp_path: Path, stub: WeatherStub, approval_tools: list[str]) -> int:
+    """SQL statements plus checkpointer operations of the second message of a session
+    (no tool call), on a server with `APPROVAL_TOOLS` as given."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    settings = make_settings(
+        tmp_path,
+        weather_geocoding_url=stub.geocoding_url,
+        weather_forecast_url=stub.forecast_url,
+        approval_tools=approval_tools,
+    )
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with serve_in_thread(create_app(settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            first = await ask(http, "hello")
+            before = metric(
+                (await http.get("/metrics")).text, "agent_checkpointer_duration_seconds_count"
+            )
+            event.listen(Engine, "before_cursor_execute", count)
+            try:
+                second = await ask(http, "hello again", session_id=first["session_id"])
+            finally:
+                event.remove(Engine, "before_cursor_execute", count)
+            after = metric(
+                (await http.get("/metrics")).text, "agent_checkpointer_duration_seconds_count"
+            )
+    assert second["status"] == "completed"
+    return len(statements) + int(after - before)
+
+
+async def test_an_ordinary_message_costs_no_extra_round_trip(
+    tmp_path: Path, stub: WeatherStub
+) -> None:
+    without = await _round_trips(tmp_path / "plain", stub, [])
+    with_approvals = await _round_trips(tmp_path / "approvals", stub, ["weather"])
+    assert without > 0
+    assert with_approvals == without
+
+
+async def test_metrics_count_one_request_and_one_decision_per_call(
+    client: httpx.AsyncClient,
+) -> None:
+    paused = await ask(client, "weather in Seoul")
+    [call] = paused["pending_tool_calls"]
+    await decide(client, paused["session_id"], {"tool_call_id": call["id"], "action": "approve"})
+    text_ = (await client.get("/metrics")).text
+    assert metric(text_, 'agent_approvals_requested_total{tool="weather"}') == 1
+    assert metric(text_, 'agent_approvals_decided_total{action="approve",tool="weather"}') == 1
+    assert metric(text_, "agent_approval_wait_seconds_count") == 1

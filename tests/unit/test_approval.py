@@ -9,6 +9,7 @@ from langchain_core.tools import tool
 from agent_server.graph.approval import (
     InvalidDecisions,
     apply_decisions,
+    approval_names,
     interrupt_value,
     needs_approval,
     parse_decisions,
@@ -166,3 +167,23 @@ def test_unanswered_calls_only_of_the_last_model_message() -> None:
     assert unanswered_calls(answered) == []
     assert unanswered_calls([*answered, AIMessage("done")]) == []
     assert [c["id"] for c in unanswered_calls([MESSAGE])] == ["c1", "c2"]
+
+
+def test_approval_names_are_the_pending_tools_once_each_in_order() -> None:
+    pending = [
+        {"id": "1", "name": "weather", "args": {}},
+        {"id": "2", "name": "calculator", "args": {}},
+        {"id": "3", "name": "weather", "args": {}},
+    ]
+    assert approval_names(pending) == ("weather", "calculator")
+    assert approval_names([]) == ()
+
+
+def test_without_a_registry_edits_are_not_schema_checked_but_coverage_is() -> None:
+    pending = [{"id": "c1", "name": "weather", "args": {"location": "Seoul"}}]
+    edit = {"tool_call_id": "c1", "action": "edit", "args": {"nope": 1}}
+    [decision] = parse_decisions({"decisions": [edit]}, pending, None)
+    assert decision.args == {"nope": 1}
+    with pytest.raises(InvalidDecisions) as caught:
+        parse_decisions({"decisions": []}, pending, None)
+    assert caught.value.problems == ["tool call 'c1' needs exactly one decision"]
