@@ -28,6 +28,13 @@ What a client is told and what is stored agree:
   body 422 (the IETF `Idempotency-Key` draft's codes).
 - The daily token budget is reserved before the run (prompt estimate +
   `max_tokens`) and settled with the real usage after it, failed turns included.
+- A turn that pauses for approval of its tool calls (`graph/nodes/approve.py`)
+  answers `awaiting_approval` with the pending calls and writes nothing to the
+  transcript; the pause lives in the checkpoint and the session row's `status`
+  (`interrupted`), which the next message reads with the row it reads anyway.
+  `start_approval` checks the decisions against the checkpoint's interrupt
+  before resuming (a bad one is a 422 and the turn stays paused); the resumed
+  turn is written once, when it completes, with the decisions.
 """
 
 from __future__ import annotations
