@@ -413,6 +413,24 @@ def test_another_tenants_session_is_not_found(offline: str) -> None:
         )
 
 
+def test_a_tool_needing_approval_is_conflict(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, agent_api_keys=[ALICE], approval_tools=["calculator"])
+    with serve_in_thread(create_app(settings)) as url:
+        client = sdk(url)
+        for stream in (False, True):
+            with pytest.raises(openai.ConflictError) as caught:
+                client.chat.completions.create(
+                    model="agent", messages=[user(CALCULATION)], stream=stream
+                )
+            assert caught.value.code == "approval_required"
+            assert "use a session" in caught.value.message
+        raw = client.chat.completions.with_raw_response.create
+        with pytest.raises(openai.ConflictError) as caught:
+            raw(model="agent", messages=[user(CALCULATION)], extra_headers={"X-Session-ID": "new"})
+        [session] = sessions_of(url)
+        assert f"session {session['session_id']} waits" in caught.value.message
+
+
 # --- over the fake upstream: what the model saw ----------------------------------------
 
 

@@ -264,8 +264,19 @@ def test_a_run_error_is_an_error_chunk_and_kept() -> None:
 
 
 def test_an_end_without_an_answer_is_an_error_chunk() -> None:
-    [chunk] = feed(ChunkStream("c", "agent"), ("end", {"status": "interrupted"}))
+    stream = ChunkStream("c", "agent")
+    [chunk] = feed(stream, ("end", {"status": "interrupted"}))
     assert chunk["error"]["code"] == "internal_error"
+    assert stream.error is not None and stream.error["status"] == 500
+
+
+def test_a_pause_for_approval_is_approval_required_even_with_an_older_turn() -> None:
+    stream = ChunkStream("c", "agent", session_id="s1")
+    pause = ("updates", {"__interrupt__": [{"value": {"kind": "approval"}}]})
+    [chunk] = feed(stream, persisted(), pause, ("end", {"status": "success"}))
+    assert chunk["error"]["code"] == "approval_required"
+    assert stream.error is not None and stream.error["status"] == 409
+    assert "session s1" in stream.error["message"]
 
 
 # --- errors -------------------------------------------------------------------------

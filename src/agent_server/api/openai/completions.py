@@ -28,6 +28,7 @@ from agent_server.api.openai.translate import (
     ChunkStream,
     agent_headers,
     completion,
+    no_answer,
     run_input,
 )
 from agent_server.errors import (
@@ -125,6 +126,7 @@ async def chat_completions(
         body.model,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         agent_events=body.agent_events,
+        session_id=thread,
         created=created,
     )
     relay = Relay(runs.stream(principal, run.thread_id, run.run_id), chunks)
@@ -173,19 +175,7 @@ async def _whole(
         raise RunFailed(result["__error__"])
     summary = result.get("last_turn")
     if "__interrupt__" in result or not summary:
-        raise RunFailed(_no_answer(result, thread))
+        raise RunFailed(no_answer(paused="__interrupt__" in result, session_id=thread))
     return JSONResponse(
         completion(completion_id, created, summary), headers=agent_headers(summary, thread)
     )
-
-
-def _no_answer(result: dict[str, Any], thread: str | None) -> dict[str, Any]:
-    if "__interrupt__" in result:
-        where = f"session {thread}" if thread else "a stateless request (not kept)"
-        return {
-            "message": f"a tool call waits for a person's approval ({where}); approve it "
-            "through /api or the Agent Protocol, or use a session",
-            "code": "approval_required",
-            "status": 409,
-        }
-    return {"message": "the run ended without an answer", "code": "internal_error", "status": 500}

@@ -92,6 +92,27 @@ def agent_headers(summary: dict[str, Any], session_id: str | None) -> dict[str, 
     return headers
 
 
+def no_answer(*, paused: bool, session_id: str | None = None) -> dict[str, Any]:
+    """The error (run-error shape) of a run that ended without an answer: paused for a
+    person's approval of a tool call (409), or for no reason we know (500)."""
+    if not paused:
+        return {
+            "message": "the run ended without an answer",
+            "code": "internal_error",
+            "status": 500,
+        }
+    where = (
+        f"session {session_id} waits for it: approve through /api or the Agent Protocol"
+        if session_id
+        else "a stateless request keeps no pause: use a session (X-Session-ID)"
+    )
+    return {
+        "message": f"a tool call needs a person's approval; {where}",
+        "code": "approval_required",
+        "status": 409,
+    }
+
+
 def error_chunk(message: str, code: str, status: int = 500) -> dict[str, Any]:
     kind = "server_error" if status >= 500 else "invalid_request_error"
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
@@ -106,6 +127,7 @@ class ChunkStream:
     model: str
     include_usage: bool = False
     agent_events: bool = False
+    session_id: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     summary: dict[str, Any] | None = None
     started: bool = False
@@ -116,6 +138,8 @@ class ChunkStream:
     nothing was sent yet)."""
     reset: bool = False
     """The stream ended with `stream_reset` (the run itself goes on)."""
+    paused: bool = False
+    """The graph paused (an approval interrupt): the run ends without an answer."""
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict:
         return {
@@ -169,6 +193,8 @@ class ChunkStream:
             persisted = data.get("persist")
             if isinstance(persisted, dict) and persisted.get("last_turn"):
                 self.summary = persisted["last_turn"]
+            if data.get("__interrupt__"):
+                self.paused = True
             return []
         if event == "error":
             self.ended = True
@@ -183,8 +209,11 @@ class ChunkStream:
             ]
         if event == "end":
             self.ended = True
-            if self.summary is None:
-                return [error_chunk("the run ended without an answer", "internal_error")]
+            if self.summary is None or self.paused:
+                self.error = no_answer(paused=self.paused, session_id=self.session_id)
+                return [
+                    error_chunk(self.error["message"], self.error["code"], self.error["status"])
+                ]
             self.model = str(self.summary.get("model_used") or self.model)
             chunks = []
             if not self.started:  # an answer that streamed no token (a tool-only turn)
