@@ -434,12 +434,6 @@ def test_a_tool_needing_approval_is_conflict(tmp_path: Path) -> None:
 # --- over the fake upstream: what the model saw ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the run core flags a temporary thread no_past, and the model node then drops "
-    "every message before the last user message as an unstored turn (graph/unstored.py); "
-    "the lead keeps a temporary thread's input messages",
-)
 def test_stateless_multi_turn_sends_the_conversation_as_given(
     chain: str, fake: FakeUpstream
 ) -> None:
@@ -631,11 +625,6 @@ def test_temperature_and_max_tokens_reach_the_model(chain: str, fake: FakeUpstre
     assert body.get("max_tokens", body.get("max_completion_tokens")) == 55
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="completions.py puts them in the run context `sampling`; the model node does "
-    "not pass it to ModelChain.ainvoke yet (graph/ is the lead's)",
-)
 def test_sampling_fields_reach_the_model(chain: str, fake: FakeUpstream) -> None:
     sdk(chain).chat.completions.create(
         model="agent",
@@ -784,11 +773,6 @@ def test_a_client_that_leaves_mid_stream_cancels_the_run(chain: str, fake: FakeU
     assert prompt_of(fake) == [("user", "hi"), ("assistant", "Hello."), ("user", "short")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the run core does not flag a session without stored turns no_past (as the REST "
-    "path does), so the model node keeps an abandoned first turn's message (the lead's)",
-)
 def test_an_abandoned_first_turn_is_no_context(chain: str, fake: FakeUpstream) -> None:
     r = httpx.post(f"{chain}/api/chat/session", headers=auth(ALICE), json={})
     headers = {"X-Session-ID": r.json()["session_id"]}

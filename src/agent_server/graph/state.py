@@ -133,7 +133,12 @@ class RunFlags:
     no_past: bool = False
     """SQL holds no turn of this session (a new one, one made by `POST
     /api/chat/session` and not used yet, a fork or a temporary thread): the model node
-    need not look for a past to restore."""
+    need not look for a past to restore, and anything in its state before the current
+    message belongs to no stored turn."""
+    as_given: bool = False
+    """The state is exactly what the run must see (a fork from a checkpoint, a resume,
+    a temporary thread holding the client's own conversation): nothing is restored
+    from SQL and nothing before the current message is taken for a failed turn."""
 
 
 def run_flags(config: Any) -> RunFlags:

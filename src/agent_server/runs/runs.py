@@ -124,6 +124,11 @@ def _context(request: RunRequest) -> RunOptions:
         raise BadRunRequest(f"invalid context: {exc}") from exc
 
 
+def _input_messages(request: RunRequest) -> list[Any]:
+    messages = request.input.get("messages") if isinstance(request.input, dict) else None
+    return messages if isinstance(messages, list) else []
+
+
 @dataclass(slots=True)
 class _Seen:
     """What a run's stream showed that its end needs: tokens its model calls used (for
@@ -270,6 +275,7 @@ class Runs:
     ) -> RunRecord:
         stamp = {"graph_id": self._graph_id, "assistant_id": request.assistant_id}
         prior: str | None = None
+        fresh = False
         if thread_id is None:
             thread_id = str(uuid.uuid4())
             await self._transcript.create_thread(principal, thread_id, stamp)
@@ -278,6 +284,8 @@ class Runs:
         else:
             row = await self._ensure_thread(principal, thread_id, request, stamp)
             prior = row.status
+            # A session gets its title with its first stored turn (as on REST).
+            fresh = row.title is None
             if any(row.metadata.get(k) != v for k, v in stamp.items()):
                 # Agent Chat UI lists threads by these (`threads.search` on metadata).
                 await self._transcript.update_thread(thread_id, principal, metadata=stamp)
@@ -297,6 +305,7 @@ class Runs:
             kwargs=request.to_kwargs(),
             replica=self._replica,
             reserved_tokens=reserved,
+            fresh_thread=fresh,
         )
         await self._events.open(thread_id, record.run_id)
         admission = await self._store.admit(record)
@@ -463,13 +472,17 @@ class Runs:
         flags = RunFlags(
             principal=record.owner,
             stream="messages" in wanted or "events" in wanted,
-            # A run from an explicit checkpoint (a fork) or continuing one (input None,
-            # a resume) sees exactly that checkpoint's history, never the SQL past; a
-            # temporary thread has none.
-            no_past=explicit_checkpoint
+            # A run from an explicit checkpoint (a fork), continuing one (input None, a
+            # resume), or on a temporary thread (the client's own conversation) sees
+            # exactly its state, never the SQL past.
+            as_given=explicit_checkpoint
             or request.input is None
             or request.command is not None
-            or "temporary" in record.metadata,
+            or "temporary" in record.metadata
+            or (record.fresh_thread and len(_input_messages(request)) > 1),
+            # A thread with no stored turn, sent one message: anything before it is
+            # left from runs that failed (as on REST).
+            no_past=record.fresh_thread,
         )
         graph_input: Any = Command(**request.command) if request.command else request.input
         config = self._config(record, request)
@@ -478,7 +491,11 @@ class Runs:
             "context": _context(request),
             "stream_mode": sorted(modes),
             "subgraphs": request.subgraphs,
-            "durability": request.durability or "async",
+            # Per-step checkpoints by default, as the reference: Studio's history, time
+            # travel and forks read them. A temporary thread's are deleted with it, so it
+            # writes only its last (as REST turns do, `CHECKPOINT_DURABILITY`).
+            "durability": request.durability
+            or ("exit" if "temporary" in record.metadata else "async"),
         }
         if request.interrupt_before is not None:
             kwargs["interrupt_before"] = request.interrupt_before

@@ -72,6 +72,9 @@ class RunRecord:
     """The replica executing it (cancels travel there)."""
     reserved_tokens: int = 0
     """Tokens of the daily budget set aside for it, settled when it ends."""
+    fresh_thread: bool = False
+    """The thread had no stored turn when the run was admitted: what its state holds
+    before the run's own message is left from runs that failed."""
     prior_status: str | None = None
     """The thread's stored status when the run started at once (None: it queued or the
     thread is temporary): the run's end writes the status only if it changed."""

@@ -136,16 +136,23 @@ class Threads:
         )
 
     async def _thread(self, row: SessionInfo, *, busy: bool | None = None) -> Thread:
-        snapshot = await self._graph.aget_state(thread_config(row.id))
+        try:
+            snapshot: StateSnapshot | None = await self._graph.aget_state(thread_config(row.id))
+        except (ValueError, TypeError, InvalidUpdateError):
+            # A failed run's input the graph cannot take (a bad message type) sits in
+            # the checkpoint's pending writes: the thread must stay readable (and
+            # deletable); its `error` says what went wrong.
+            snapshot = None
         if busy is None:
             busy = await self._busy(row.id)
-        interrupts = snapshot_interrupts(snapshot)
+        interrupts = snapshot_interrupts(snapshot) if snapshot is not None else {}
+        pending = bool(snapshot.next) if snapshot is not None else False
         status: ThreadStatus
         if busy:
             status = "busy"
         elif row.status == "error":
             status = "error"
-        elif interrupts or snapshot.next or row.status == "interrupted":
+        elif interrupts or pending or row.status == "interrupted":
             status = "interrupted"
         else:
             status = "idle"
@@ -155,7 +162,7 @@ class Threads:
             updated_at=row.last_active_at,
             metadata=row.metadata,
             status=status,
-            values=dict(snapshot.values or {}),
+            values=dict(snapshot.values or {}) if snapshot is not None else {},
             interrupts=interrupts,
             error=row.error if status == "error" else None,
         )

@@ -49,13 +49,16 @@ async def call_model(
     ghosts: list[BaseMessage] = []
     if rounds == 0:
         # Turns the client was told failed never reach the model (graph/unstored.py).
-        ghosts = unstored_messages(messages, state.get("last_turn"), nothing_stored=flags.no_past)
+        ghosts = unstored_messages(
+            messages, state.get("last_turn"), nothing_stored=flags.no_past and not flags.as_given
+        )
         if ghosts:
             dropped = {id(m) for m in ghosts}
             messages = [m for m in messages if id(m) not in dropped]
     restored: list[BaseMessage] = []
     thread_id = (config.get("configurable") or {}).get("thread_id")
-    if rounds == 0 and not flags.no_past and thread_id and history.lost_past(messages):
+    lookup = not (flags.no_past or flags.as_given)
+    if rounds == 0 and lookup and thread_id and history.lost_past(messages):
         current = next((m.id for m in reversed(messages) if isinstance(m, HumanMessage)), None)
         restored = await history.restore(deps, str(thread_id), current_turn=current)
     tools = deps.tools.select(options.tools) if options.use_tools else []
@@ -70,6 +73,7 @@ async def call_model(
         temperature=options.temperature,
         max_tokens=options.max_tokens,
         stream=flags.stream,
+        sampling=options.sampling,
         deadline=started + deps.settings.turn_deadline_seconds,
         emit=runtime.stream_writer,
     )
