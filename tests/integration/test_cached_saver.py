@@ -11,6 +11,7 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent_server.persistence.cached_saver import LatestCheckpointCache
+from agent_server.persistence.sqlite_saver import BoundedSqliteSaver
 
 
 def outcome(report: Any) -> dict[str, tuple[bool, int]]:
@@ -25,16 +26,16 @@ async def test_conformance_matches_the_plain_sqlite_saver(tmp_path: Path) -> Non
     where the suite reads right after writes, lists, deletes and puts pending writes."""
     paths = iter(tmp_path / f"{i}.db" for i in range(10_000))
 
-    @checkpointer_test(name="AsyncSqliteSaver")
-    async def plain() -> AsyncIterator[AsyncSqliteSaver]:
-        async with AsyncSqliteSaver.from_conn_string(str(next(paths))) as saver:
-            await saver.setup()
+    # The embedded saver as the app builds it (keeping every checkpoint, as the suite
+    # expects): it also implements copy_thread, delete_for_runs and prune.
+    @checkpointer_test(name="BoundedSqliteSaver")
+    async def plain() -> AsyncIterator[BoundedSqliteSaver]:
+        async with BoundedSqliteSaver.open(next(paths), keep=None) as saver:
             yield saver
 
-    @checkpointer_test(name="LatestCheckpointCache(AsyncSqliteSaver)")
+    @checkpointer_test(name="LatestCheckpointCache(BoundedSqliteSaver)")
     async def cached() -> AsyncIterator[LatestCheckpointCache]:
-        async with AsyncSqliteSaver.from_conn_string(str(next(paths))) as saver:
-            await saver.setup()
+        async with BoundedSqliteSaver.open(next(paths), keep=None) as saver:
             yield LatestCheckpointCache(saver)
 
     baseline, wrapped = await validate(plain), await validate(cached)
@@ -42,7 +43,16 @@ async def test_conformance_matches_the_plain_sqlite_saver(tmp_path: Path) -> Non
     assert outcome(wrapped) == outcome(baseline)
     assert all(failures == 0 for _, failures in outcome(wrapped).values())
     detected = {name for name, (found, _) in outcome(wrapped).items() if found}
-    assert detected >= {"put", "put_writes", "get_tuple", "list", "delete_thread"}
+    assert detected >= {
+        "put",
+        "put_writes",
+        "get_tuple",
+        "list",
+        "delete_thread",
+        "delete_for_runs",
+        "copy_thread",
+        "prune",
+    }
 
 
 def checkpoint(value: int) -> dict[str, Any]:
