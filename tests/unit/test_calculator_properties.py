@@ -24,6 +24,7 @@ import math
 import operator
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -418,9 +419,20 @@ def tripwires() -> Iterator[list[str]]:
         ),
     ]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
+    here = threading.get_ident()
+
+    def this_thread_only(replacement: Callable[..., Any], original: Callable[..., Any]):
+        # Other threads of the test process (a server another test left winding down)
+        # are not the calculator: they keep the real functions.
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            chosen = replacement if threading.get_ident() == here else original
+            return chosen(*args, **kwargs)
+
+        return guarded
+
     try:
-        for owner, name, replacement in targets:
-            setattr(owner, name, replacement)
+        for (owner, name, replacement), (_, _, original) in zip(targets, saved, strict=True):
+            setattr(owner, name, this_thread_only(replacement, original))
         yield attempts
     finally:
         for owner, name, original in saved:
