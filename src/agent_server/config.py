@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     """Prefix of every Redis key we write, so deployments can share a Redis."""
     redis_cluster: bool = False
     """`REDIS_URL` points at a Redis Cluster (any node); keys are slot-safe."""
+    redis_max_connections: int = Field(1000, ge=10)
+    """Connections of the app's Redis pool. Every client following a run (a stream, a
+    wait) holds one in `XREAD BLOCK` while it waits; redis-py's default of 100 refused
+    connections at 50 concurrent streams."""
     redis_request_timeout_seconds: float = Field(2.5, gt=0)
     """All Redis waits of one HTTP request together (a whole turn, a whole stream): a
     hung Redis gets the request a 503 `store_unavailable` within this, however many

@@ -77,6 +77,7 @@ def connect_redis(settings: Settings) -> Redis | RedisCluster | None:
         "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
         "socket_timeout": REDIS_TIMEOUT_SECONDS,
         "retry": redis_retry(),
+        "max_connections": settings.redis_max_connections,
     }
     if settings.redis_cluster:
         # RedisCluster builds its connections from a fixed class: there the socket

@@ -23,6 +23,7 @@ library's timeout handling (disconnect, error type) stays in charge.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,15 +104,25 @@ class BoundedConnection(Connection):
         # An explicit `timeout` is a caller's own wait (pub/sub polling): leave it alone.
         if budget is None or kwargs.get("timeout") is not None or len(args) > 1:
             return await super().read_response(*args, **kwargs)
-        with self._bounded(budget):
-            return await super().read_response(*args, **kwargs)
+        try:
+            with self._bounded(budget):
+                return await super().read_response(*args, **kwargs)
+        except RedisTimeoutError:
+            # The command was sent: its reply may still come. A connection left with an
+            # unread reply would hand it to the next command drawn from the pool.
+            await self.disconnect(nowait=True)
+            raise
 
     async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
         budget = _current.get()
         if budget is None:
             return await super().send_packed_command(*args, **kwargs)
-        with self._bounded(budget):
-            return await super().send_packed_command(*args, **kwargs)
+        try:
+            with self._bounded(budget):
+                return await super().send_packed_command(*args, **kwargs)
+        except RedisTimeoutError:
+            await self.disconnect(nowait=True)  # possibly half a command on the wire
+            raise
 
     @contextmanager
     def _bounded(self, budget: RedisTime) -> Iterator[None]:
@@ -148,3 +159,12 @@ class RedisTimeMiddleware:
             return
         with redis_time(self.seconds):
             await self.app(scope, receive, send)
+
+
+def unbudgeted_context() -> contextvars.Context:
+    """A copy of the current context without a request's Redis budget, for a task that
+    outlives the request that starts it (a run executing in the background): its Redis
+    calls are bounded by their own socket timeouts, not by what the request had left."""
+    context = contextvars.copy_context()
+    context.run(_current.set, None)
+    return context

@@ -61,6 +61,7 @@ async def open_run_core(
         events = RedisEventLog(
             resources.redis, prefix=prefix, retain_seconds=settings.session_ttl_seconds
         )
+
     def forget(thread_id: str) -> None:
         # `Turns` (built below) remembers sessions in-process: one deleted as a thread
         # is gone there too.

@@ -25,10 +25,13 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis, RedisCluster
+
+from agent_server.persistence.redis_time import redis_time
 
 END = "end"
 FROM_START = ("-1", "0", "0-0")
@@ -39,6 +42,8 @@ MAX_EVENTS = 10_000
 """Events kept per run; a longer run drops its oldest (replay then starts later)."""
 LOCAL_LOGS = 1_000
 """Finished runs whose logs an in-process log keeps (oldest forgotten first)."""
+CALL_SECONDS = 2.0
+"""Redis time of one event-log read beyond its `BLOCK`."""
 IDLE_CHECK_SECONDS = 1.0
 """How often a reader with nothing to read asks whether the run is still alive."""
 
@@ -201,6 +206,11 @@ class RedisEventLog:
     def _key(self, thread_id: str, run_id: str) -> str:
         return f"{self._prefix}:events:{{{thread_id}}}:{run_id}"
 
+    def _call_budget(self) -> AbstractContextManager[object]:
+        """A reader follows a run for as long as it lasts: each read gets its own Redis
+        budget (its block plus a normal call's), not a share of the request's."""
+        return redis_time(self._block_ms / 1000 + CALL_SECONDS)
+
     async def open(self, thread_id: str, run_id: str) -> None:
         """Nothing to do: `XREAD BLOCK` waits for a stream that does not exist yet."""
 
@@ -239,15 +249,19 @@ class RedisEventLog:
         if after is None or after in FROM_START:
             cursor = "0-0"
         elif after == LIVE:
-            last = await self._redis.xrevrange(key, count=1)
-            if not last and not await self._redis.exists(key):
-                return
+            with self._call_budget():
+                last = await self._redis.xrevrange(key, count=1)
+            if not last:
+                with self._call_budget():
+                    if not await self._redis.exists(key):
+                        return
             cursor = self._event(*last[0]).id if last else "0-0"
         else:
             cursor = after if parse_id(after) else "0-0"
         # Replay, then follow: one cursor, so nothing between the two is missed.
         while True:
-            batch = await self._redis.xrange(key, min=f"({cursor}", count=500)
+            with self._call_budget():
+                batch = await self._redis.xrange(key, min=f"({cursor}", count=500)
             if not batch:
                 break
             for entry in batch:
@@ -257,7 +271,8 @@ class RedisEventLog:
                 if item.event == END:
                     return
         while True:
-            reply = await self._redis.xread({key: cursor}, count=500, block=self._block_ms)
+            with self._call_budget():
+                reply = await self._redis.xread({key: cursor}, count=500, block=self._block_ms)
             if not reply:
                 if not await alive():
                     return

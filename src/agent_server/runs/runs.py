@@ -46,6 +46,7 @@ from agent_server.graph.approval import (
 )
 from agent_server.graph.state import FLAGS_KEY, PUBLIC_CONTEXT, RunFlags, RunOptions
 from agent_server.observability.metrics import Metrics
+from agent_server.persistence.redis_time import unbudgeted_context
 from agent_server.persistence.repository import SessionInfo, TranscriptRepository
 from agent_server.runs.budget import Reservation, TokenBudget, estimate_tokens
 from agent_server.runs.events import END, EventLog, RunEvent
@@ -373,7 +374,11 @@ class Runs:
     # --- execution ---------------------------------------------------------------
 
     def _launch(self, record: RunRecord) -> None:
-        task = asyncio.create_task(self._execute(record), name=f"run-{record.run_id}")
+        # Its own context: the run outlives the request that created it, whose Redis
+        # budget (persistence/redis_time.py) must not bound the run's Redis calls.
+        task = asyncio.create_task(
+            self._execute(record), name=f"run-{record.run_id}", context=unbudgeted_context()
+        )
         self._running[record.run_id] = _Execution(task)
         self._slots.hold(record.thread_id, record.run_id)
 
