@@ -80,8 +80,6 @@ class ChatRequest(_Strict):
 class Fallback(BaseModel):
     model: str
     reason: str
-    provider: str | None = None
-    """The provider of the model that failed (the models file's name), when known."""
 
 
 class Usage(BaseModel):
