@@ -199,6 +199,31 @@ async def test_pause_on_one_surface_resume_on_the_other(tmp_path: Path, stub: We
         assert (await sdk.threads.get(thread))["status"] == "idle"
 
 
+async def test_agent_protocol_pause_of_a_session_rest_knows_is_a_409_on_rest(
+    tmp_path: Path, stub: WeatherStub
+) -> None:
+    """Embedded mode remembers sessions in-process: one REST used (so remembered idle)
+    and the Agent Protocol then paused must still refuse the next REST message."""
+    async with server(approval_settings(tmp_path, stub)) as (http, sdk):
+        r = await http.post("/api/chat/message", json={"message": "what is 2+2"})
+        assert r.status_code == 200, r.text
+        session = r.json()["session_id"]
+        r = await http.post("/api/chat/message", json={"message": "and 3+3", "session_id": session})
+        assert r.status_code == 200, r.text
+
+        values = await sdk.runs.wait(session, "agent", input=SEOUL)
+        pending = pending_of(values)
+        r = await http.post("/api/chat/message", json={"message": "hello", "session_id": session})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "approval_pending"
+
+        # Resumed over the protocol: REST takes messages again.
+        await sdk.runs.wait(session, "agent", command={"resume": approve_all(pending)})
+        r = await http.post("/api/chat/message", json={"message": "thanks", "session_id": session})
+        assert r.status_code == 200, r.text
+        assert len(sqlite_turns(tmp_path, session)) == 4
+
+
 # --- restarts and replicas -------------------------------------------------------------
 
 
@@ -278,19 +303,24 @@ async def test_resume_on_the_other_replica_and_after_a_restart_redis(
     assert await pg_turns(a.database_url, second["session_id"]) == 1
 
 
-async def test_agent_protocol_bad_edit_pauses_again_then_a_good_one_resumes(
+async def test_agent_protocol_bad_edit_is_a_422_then_a_good_one_resumes(
     tmp_path: Path, stub: WeatherStub
 ) -> None:
     async with server(approval_settings(tmp_path, stub)) as (_, sdk):
         thread = (await sdk.threads.create())["thread_id"]
         [call] = pending_of(await sdk.runs.wait(thread, "agent", input=SEOUL))
         bad = {"tool_call_id": call["id"], "action": "edit", "args": {"nope": 1}}
-        again = await sdk.runs.wait(thread, "agent", command={"resume": {"decisions": [bad]}})
-        [interrupt] = again["__interrupt__"]
-        assert interrupt["value"]["pending_tool_calls"] == [call]
-        assert interrupt["value"]["problems"]
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await sdk.runs.wait(thread, "agent", command={"resume": {"decisions": [bad]}})
+        assert refused.value.response.status_code == 422
+        error = refused.value.response.json()["error"]
+        assert error["code"] == "invalid_decisions"
+        assert error["details"]["problems"]
         assert stub.calls == []
         assert (await sdk.threads.get(thread))["status"] == "interrupted"
+        state = await sdk.threads.get_state(thread)
+        [interrupt] = state["interrupts"]
+        assert interrupt["value"]["pending_tool_calls"] == [call]
         good = {"tool_call_id": call["id"], "action": "edit", "args": {"location": "Paris"}}
         final = await sdk.runs.wait(thread, "agent", command={"resume": {"decisions": [good]}})
         assert not final.get("__interrupt__")

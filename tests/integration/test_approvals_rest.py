@@ -476,3 +476,39 @@ async def test_metrics_count_one_request_and_one_decision_per_call(
     assert metric(text_, 'agent_approvals_requested_total{tool="weather"}') == 1
     assert metric(text_, 'agent_approvals_decided_total{action="approve",tool="weather"}') == 1
     assert metric(text_, "agent_approval_wait_seconds_count") == 1
+
+
+async def test_the_resumed_turn_keeps_the_message_options(
+    scripted: tuple[httpx.AsyncClient, FakeUpstream], stub: WeatherStub
+) -> None:
+    """The options of the message that paused (tools, temperature, max_tokens) hold
+    for the rest of its turn: the resume must not widen the tools to every tool."""
+    client, upstream = scripted
+    upstream.script(
+        "m1",
+        parallel(("weather", {"location": "Seoul"})),
+        text("Sunny."),
+    )
+    paused = await ask(
+        client, "weather please", tools=["weather"], temperature=0.2, max_tokens=77
+    )
+    [call] = paused["pending_tool_calls"]
+    first = upstream.requests[-1].body
+    assert [t["function"]["name"] for t in first["tools"]] == ["weather"]
+    done = await decide(
+        client, paused["session_id"], {"tool_call_id": call["id"], "action": "approve"}
+    )
+    assert done["status"] == "completed"
+    resumed = upstream.requests[-1].body
+    assert [t["function"]["name"] for t in resumed["tools"]] == ["weather"]
+    assert resumed["temperature"] == 0.2
+    assert (resumed.get("max_tokens") or resumed.get("max_completion_tokens")) == 77
+    assert {k: first.get(k) for k in ("max_tokens", "max_completion_tokens")} == {
+        k: resumed.get(k) for k in ("max_tokens", "max_completion_tokens")
+    }
+
+    # The next message is a turn of its own: its options are its own again.
+    upstream.script("m1", text("Four."))
+    await ask(client, "2+2", session_id=paused["session_id"])
+    names = {t["function"]["name"] for t in upstream.requests[-1].body["tools"]}
+    assert {"weather", "calculator"} <= names

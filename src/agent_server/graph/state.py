@@ -10,10 +10,11 @@ persist node when it closes a turn, so a turn started from Studio with only
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
-from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic rejects typing.TypedDict before 3.12
 
@@ -59,6 +60,10 @@ class AgentState(TypedDict, total=False):
     """Who decided what about this turn's tool calls (the approve node)."""
     model_returned_at: float | None
     """When the model node last answered: where a pause for approval began."""
+    turn_options: dict[str, Any] | None
+    """The options the turn started with, and its message id (`record_options`): a
+    resumed run continues with them, whatever the resume's own context says, so a
+    person's approval can neither widen the turn's tools nor drop its approvals."""
     # --- result of the last completed turn ---
     last_turn: TurnSummary | None
 
@@ -80,6 +85,7 @@ def turn_reset() -> dict[str, Any]:
         "degraded": False,
         "approvals": [],
         "model_returned_at": None,
+        "turn_options": None,
     }
 
 
@@ -112,6 +118,43 @@ class RunOptions:
 
 PUBLIC_CONTEXT: tuple[str, ...] = tuple(f.name for f in fields(RunOptions))
 """What a client may set in a run's context; anything else it sends is dropped."""
+
+_TUPLE_OPTIONS = ("tools", "require_approval")
+
+
+def current_turn_id(messages: Sequence[BaseMessage]) -> str | None:
+    """The id of the turn's message: the last human one."""
+    return next((m.id for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+
+
+def record_options(options: RunOptions, turn_id: str | None) -> dict[str, Any]:
+    """`options` as the state keeps them (plain lists: the checkpoint serialiser turns
+    tuples into lists anyway), tagged with the turn they belong to."""
+    record: dict[str, Any] = {f.name: getattr(options, f.name) for f in fields(RunOptions)}
+    for name in _TUPLE_OPTIONS:
+        if record[name] is not None:
+            record[name] = list(record[name])
+    return {"turn": turn_id, "options": record}
+
+
+def turn_options(state: AgentState, context: RunOptions | None) -> RunOptions:
+    """The options a node runs with: the turn's own when the model node recorded them
+    for this very turn (a resume after a pause, on any surface, gets its first run's
+    options back), else the run's context. A stale record (a turn that failed before
+    the persist node reset it) belongs to another message and is ignored."""
+    stored = state.get("turn_options")
+    if (
+        isinstance(stored, dict)
+        and isinstance(stored.get("options"), dict)
+        and stored.get("turn") == current_turn_id(state.get("messages") or [])
+    ):
+        values = {k: v for k, v in stored["options"].items() if k in PUBLIC_CONTEXT}
+        for name in _TUPLE_OPTIONS:
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return RunOptions(**values)
+    return context or RunOptions()
+
 
 FLAGS_KEY = "__agent_flags"
 """Where the core puts a run's `RunFlags` in `config["configurable"]` (the `__` keeps it

@@ -64,7 +64,8 @@ async def open_run_core(
 
     def forget(thread_id: str) -> None:
         # `Turns` (built below) remembers sessions in-process: one deleted as a thread
-        # is gone there too.
+        # is gone there too, and one a run paused (or unpaused) is read again from SQL,
+        # so the next REST message to it gets 409 `approval_pending`.
         turns.forget(thread_id)
 
     threads = Threads(
@@ -85,6 +86,8 @@ async def open_run_core(
         redis=resources.redis,
         budget=budget,
         replica_id=replica_id,
+        on_status=forget,
+        tools=resources.deps.tools,
     )
     locks = SlotLocks(
         store,

@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from typing import Any, Literal
@@ -52,6 +52,7 @@ from agent_server.runs.budget import Reservation, TokenBudget, estimate_tokens
 from agent_server.runs.events import END, EventLog, RunEvent
 from agent_server.runs.serialize import jsonable
 from agent_server.runs.store import MultitaskStrategy, RunRecord, RunStore, SlotKeeper
+from agent_server.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ class Runs:
         redis: Redis | RedisCluster | None = None,
         graph_id: str = "agent",
         budget: TokenBudget | None = None,
+        on_status: Callable[[str], None] | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self._graph = graph
         self._checkpointer = checkpointer
@@ -184,6 +187,10 @@ class Runs:
         self._redis = redis
         self._graph_id = graph_id
         self._budget = budget
+        self._on_status = on_status
+        self._tools = tools
+        """Told each thread whose stored status a run changed (the REST path's
+        in-process session cache, which would otherwise miss a pause)."""
         self._running: dict[str, _Execution] = {}
         self._slots = SlotKeeper(
             store, interval_seconds=settings.lock_ttl_seconds / 3 if redis is not None else None
@@ -335,8 +342,9 @@ class Runs:
         tools (the approve node runs again on resume and must pause on the same
         calls to take the decisions, also when Studio resumes with no context).
         Other resumes (a thread not paused for approval) go through unchanged.
-        Edited arguments are checked against the tool's schema by the approve node,
-        which pauses again if they do not fit (Runs has no tool registry)."""
+        Edited arguments are checked against the tool's schema here too (a 422, as
+        on REST); without a registry (a core built for tests) the approve node checks
+        them and pauses again if they do not fit."""
         snapshot = await self._graph.aget_state(
             {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
         )
@@ -347,7 +355,7 @@ class Runs:
             return request
         resume = (request.command or {}).get("resume")
         try:
-            parse_decisions(resume, pending, None)
+            parse_decisions(resume, pending, self._tools)
         except InvalidDecisions as exc:
             raise InvalidApproval(
                 "the decisions do not fit the pending tool calls: " + str(exc),
@@ -593,6 +601,8 @@ class Runs:
         await self._transcript.update_thread(
             record.thread_id, record.owner, status=status, error=error
         )
+        if self._on_status is not None:
+            self._on_status(record.thread_id)
 
     async def _delete_thread(self, principal: str, thread_id: str) -> None:
         """A temporary thread's state and row; its run records stay until they expire

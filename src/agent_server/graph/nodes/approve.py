@@ -31,13 +31,13 @@ from agent_server.graph.approval import (
     needs_approval,
     parse_decisions,
 )
-from agent_server.graph.state import AgentDeps, AgentState, RunOptions, run_flags
+from agent_server.graph.state import AgentDeps, AgentState, RunOptions, run_flags, turn_options
 
 
 async def approve_tools(
     state: AgentState, config: RunnableConfig, runtime: Runtime[RunOptions], *, deps: AgentDeps
 ) -> dict[str, Any]:
-    options = runtime.context or RunOptions()
+    options = turn_options(state, runtime.context)
     message = state["messages"][-1]
     if not isinstance(message, AIMessage):
         return {}

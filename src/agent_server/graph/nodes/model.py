@@ -17,7 +17,16 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
 from agent_server.graph import history
-from agent_server.graph.state import AgentDeps, AgentState, RunOptions, Usage, run_flags
+from agent_server.graph.state import (
+    AgentDeps,
+    AgentState,
+    RunOptions,
+    Usage,
+    current_turn_id,
+    record_options,
+    run_flags,
+    turn_options,
+)
 from agent_server.graph.trim import select_context
 from agent_server.graph.unstored import unstored_messages
 
@@ -38,7 +47,7 @@ async def call_model(
     *,
     deps: AgentDeps,
 ) -> dict[str, Any]:
-    options = runtime.context or RunOptions()
+    options = turn_options(state, runtime.context)
     flags = run_flags(config)
     started = state.get("turn_started_at") or time.time()
     rounds = state.get("tool_rounds", 0)
@@ -97,4 +106,6 @@ async def call_model(
         "cost_usd": state.get("cost_usd", 0.0) + call.cost_usd,
         "degraded": state.get("degraded", False) or call.degraded,
         "model_returned_at": time.time(),
+        # What this turn runs with, for a resume after a pause to read back.
+        "turn_options": record_options(options, current_turn_id(messages)),
     }

@@ -18,7 +18,7 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from agent_server.graph.state import AgentDeps, AgentState, RunOptions, run_flags
+from agent_server.graph.state import AgentDeps, AgentState, RunOptions, run_flags, turn_options
 from agent_server.graph.tool_calls import unanswered_calls
 
 MAX_RESULT_CHARS = 16_000
@@ -111,7 +111,7 @@ def _over_cap(call: ToolCall, cap: int, emit: Any) -> ToolMessage:
 async def run_tools(
     state: AgentState, config: RunnableConfig, runtime: Runtime[RunOptions], *, deps: AgentDeps
 ) -> dict[str, Any]:
-    options = runtime.context or RunOptions()
+    options = turn_options(state, runtime.context)
     principal = run_flags(config).principal
     # Not simply the last message's calls: the approve node may have answered some
     # (denied) already.
