@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
 from httpx_sse import connect_sse
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -78,9 +80,18 @@ class ChatClient:
         body: dict[str, Any] = {"message": message}
         if session_id:
             body["session_id"] = session_id
-        with connect_sse(
-            self._http, "POST", "/api/chat/message/stream", json=body, headers=self._headers()
-        ) as source:
+        return self._events("/api/chat/message/stream", body)
+
+    def decide(
+        self, session_id: str, decisions: list[dict[str, Any]]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Answer a paused turn's tool calls; the resumed turn's events, as `stream`."""
+        return self._events(
+            f"/api/chat/session/{session_id}/approval/stream", {"decisions": decisions}
+        )
+
+    def _events(self, path: str, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        with connect_sse(self._http, "POST", path, json=body, headers=self._headers()) as source:
             if source.response.status_code != 200:
                 raise _error(source.response)
             for event in source.iter_sse():
@@ -115,6 +126,9 @@ class TurnPrinter:
 
     console: Console
     midline: bool = False
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    """The tool calls the turn paused on (`approval_required`): the session asks about
+    each once the stream has ended."""
 
     def _line(self, text: Text) -> None:
         if self.midline:
@@ -124,8 +138,7 @@ class TurnPrinter:
 
     def event(self, name: str, data: dict[str, Any]) -> None:
         handler: Callable[[dict[str, Any]], None] | None = getattr(self, f"_on_{name}", None)
-        # Approvals (issue 19): an `approval_required` event will get an _on_ handler
-        # that asks approve / edit / deny here. Unknown events are ignored.
+        # Unknown events are ignored: a newer server may send more.
         if handler is not None:
             handler(data)
 
@@ -173,7 +186,19 @@ class TurnPrinter:
             )
         )
 
+    def _on_approval_required(self, data: dict[str, Any]) -> None:
+        self.pending = [c for c in data.get("pending_tool_calls") or [] if isinstance(c, dict)]
+        for call in self.pending:
+            self._line(
+                Text(
+                    f"  ⏸ {call.get('name')}({_args(call.get('args'))}) waits for your approval",
+                    style="yellow",
+                )
+            )
+
     def _on_done(self, data: dict[str, Any]) -> None:
+        if data.get("status") == "awaiting_approval":
+            return  # the pause was shown; the summary comes with the resumed turn
         usage = data.get("usage") or {}
         parts = [str(data.get("model_used") or "?")]
         if data.get("fallbacks"):
@@ -307,26 +332,84 @@ class ChatSession:
             self.console.print(turn["response"], markup=False, highlight=False)
 
     def turn(self, message: str) -> None:
+        events = partial(self.client.stream, message, self.session_id)
+        while True:
+            printer = self._follow(events)
+            if printer is None or not printer.pending or not self.session_id:
+                return
+            decisions = self._decisions(printer.pending)
+            if decisions is None:
+                self.console.print(
+                    Text("  the turn stays paused; /open this session later to decide", style="dim")
+                )
+                return
+            events = partial(self.client.decide, self.session_id, decisions)
+
+    def _decisions(self, pending: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Ask about each pending call: approve, edit (new JSON arguments) or deny (with
+        a reason). None when the person leaves (Ctrl-D / Ctrl-C): the turn stays paused."""
+        decisions: list[dict[str, Any]] = []
+        try:
+            for call in pending:
+                label = f"{call.get('name')}({_args(call.get('args'))})"
+                while True:
+                    # `ask` renders rich markup: the brackets and the arguments are text.
+                    answer = self._ask(escape(f"  run {label}? [y]es / [e]dit / [n]o: "), False)
+                    choice = answer.strip().lower()[:1]
+                    if choice == "y":
+                        decisions.append({"tool_call_id": call["id"], "action": "approve"})
+                    elif choice == "n":
+                        reason = self._ask("  reason (optional): ", False).strip()
+                        decisions.append(
+                            {"tool_call_id": call["id"], "action": "deny"}
+                            | ({"reason": reason} if reason else {})
+                        )
+                    elif choice == "e":
+                        raw = self._ask("  new arguments as JSON: ", False)
+                        try:
+                            args = json.loads(raw)
+                        except ValueError:
+                            args = None
+                        if not isinstance(args, dict):
+                            self.console.print(Text("  not a JSON object", style="yellow"))
+                            continue
+                        decisions.append(
+                            {"tool_call_id": call["id"], "action": "edit", "args": args}
+                        )
+                    else:
+                        continue
+                    break
+        except (EOFError, KeyboardInterrupt):
+            self.console.print()
+            return None
+        return decisions
+
+    def _follow(
+        self, events: Callable[[], Iterator[tuple[str, dict[str, Any]]]]
+    ) -> TurnPrinter | None:
+        """Print one stream of turn events (again after a key was asked for on 401); the
+        printer (with any pause), or None when the stream failed or was refused."""
         printer = TurnPrinter(self.console)
         try:
-            for name, data in self.client.stream(message, self.session_id):
+            for name, data in events():
                 if name == "metadata" and data.get("session_id"):
                     self.session_id = str(data["session_id"])
                 printer.event(name, data)
         except ChatError as exc:
             printer.finish()
             if self._refused(exc):
-                self.turn(message)
-            return
+                return self._follow(events)
+            return None
         except KeyboardInterrupt:
             printer.finish()
             self.console.print(Text("  ■ stopped; nothing of this turn was saved", style="dim"))
-            return
+            return None
         except httpx.HTTPError as exc:
             printer.finish()
             self.console.print(Text(f"  ✗ connection failed: {exc}", style="bold red"))
-            return
+            return None
         printer.finish()
+        return printer
 
 
 def run(url: str, session_id: str | None = None, api_key: str | None = None) -> int:

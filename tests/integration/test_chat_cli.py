@@ -21,6 +21,7 @@ from agent_server.api.app import create_app
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text
 from tests.support.servers import serve_in_thread
+from tests.support.weather_stub import weather_stub
 
 AGENT_SERVER = Path(sys.executable).with_name("agent-server")
 PROMPT = "you > "
@@ -162,3 +163,43 @@ def test_401_asks_for_a_key_and_retries(tmp_path: Path) -> None:
         child = spawn("--url", url, "--api-key", KEY)
         assert len(session_rows(ask(child, "/sessions"))) == 1
         quit_chat(child)
+
+
+def test_a_paused_turn_asks_approve_edit_or_deny(tmp_path: Path) -> None:
+    with weather_stub() as stub:
+        settings = make_settings(
+            tmp_path,
+            weather_geocoding_url=stub.geocoding_url,
+            weather_forecast_url=stub.forecast_url,
+            approval_tools=["weather"],
+        )
+        with serve_in_thread(create_app(settings)) as url:
+            child = spawn("--url", url)
+            child.sendline("weather in Seoul")
+            child.expect_exact("waits for your approval")
+            child.expect_exact("[y]es / [e]dit / [n]o: ")
+            assert stub.calls == []  # nothing runs before the person answers
+            out = ask(child, "y")
+            assert "12.3" in out
+            assert any(c.startswith("geocode:") for c in stub.calls)
+
+            child.sendline("weather in Busan")
+            child.expect_exact("[y]es / [e]dit / [n]o: ")
+            child.sendline("e")
+            child.expect_exact("new arguments as JSON: ")
+            child.sendline("not json")
+            child.expect_exact("not a JSON object")
+            child.expect_exact("[y]es / [e]dit / [n]o: ")
+            child.sendline("e")
+            child.expect_exact("new arguments as JSON: ")
+            ask(child, '{"location": "Paris"}')
+            assert "geocode:Paris" in stub.calls
+
+            calls = len(stub.calls)
+            child.sendline("weather in Tokyo")
+            child.expect_exact("[y]es / [e]dit / [n]o: ")
+            child.sendline("n")
+            child.expect_exact("reason (optional): ")
+            ask(child, "not now")
+            assert len(stub.calls) == calls  # denied: the tool never ran
+            quit_chat(child)
