@@ -60,7 +60,11 @@ async def test_enqueue_runs_in_creation_order_one_at_a_time(client: LangGraphCli
     seen: list[tuple[str, str, str]] = []
     ids = [first, second["run_id"], third["run_id"]]
     while True:
-        statuses = [(await client.runs.get(tid, rid))["status"] for rid in ids]
+        # Read newest first: three reads are not one instant, and in creation order a
+        # run that ended between two reads would look like two running at once. Newest
+        # first, two "running" means two really overlapped (a run never restarts).
+        newest_first = [(await client.runs.get(tid, rid))["status"] for rid in reversed(ids)]
+        statuses = newest_first[::-1]
         if not seen or seen[-1] != tuple(statuses):
             seen.append(tuple(statuses))  # type: ignore[arg-type]
         assert statuses.count("running") <= 1, statuses
