@@ -13,6 +13,8 @@ turns     one row per completed turn: the user's message, the final answer and
           the turn's accounting. `turn_id` is unique and derived from the run
           (the id of the turn's HumanMessage), which is what makes the persist
           node idempotent: a retried or resumed run inserts nothing new.
+          `parent_turn_id` is the turn before it on its fork branch (`''` for
+          the first, NULL for rows older than migration 0003; `branches.py`).
 
 SQL is the source of truth for history; checkpoints are hot state only.
 """
@@ -63,6 +65,7 @@ class TurnRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     turn_id: Mapped[str] = mapped_column(String(64), unique=True)
+    parent_turn_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     session_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("sessions.id", ondelete="CASCADE"), index=True
     )

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
-from agent_server.persistence import migrate
+from agent_server.persistence import branches, migrate
 from agent_server.persistence.db import Work, sql_runner
 from agent_server.persistence.models import SessionRow, TurnRow, utcnow
 
@@ -86,6 +86,9 @@ class TurnRecord:
     degraded: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+    parent_turn_id: str | None = None
+    """The turn before this one on its fork branch: `''` for the first turn of a
+    branch, None for a row older than forks (read as the previous row; `branches.py`)."""
 
 
 def _session_info(row: SessionRow | Row[Any], turn_count: int = 0) -> SessionInfo:
@@ -121,6 +124,7 @@ def _turn_record(row: TurnRow) -> TurnRecord:
         degraded=row.degraded,
         metadata=dict(row.metadata_ or {}),
         created_at=_aware(row.created_at),
+        parent_turn_id=row.parent_turn_id,
     )
 
 
@@ -391,6 +395,7 @@ class TranscriptRepository:
         }
         turn_values = {
             "turn_id": turn.turn_id,
+            "parent_turn_id": sql_safe(turn.parent_turn_id),
             "session_id": turn.session_id,
             "user_message": sql_safe(turn.user_message),
             "assistant_message": sql_safe(turn.assistant_message),
@@ -453,15 +458,81 @@ class TranscriptRepository:
         return await self._read(lambda conn: _turn_records(conn, stmt))
 
     async def recent_turns(self, session_id: str, *, limit: int) -> list[TurnRecord]:
-        """The newest `limit` turns, oldest first: enough to rebuild model context."""
-        stmt = (
+        """The newest `limit` turns of the newest turn's branch, oldest first: enough
+        to rebuild model context, without the turns of branches left by a fork. A
+        session that never forked costs one light statement more than a plain
+        "newest `limit` rows" (same hop); only the rare lost-hot-state path calls it."""
+        newest = (
             select(TurnRow)
             .where(TurnRow.session_id == session_id)
             .order_by(TurnRow.id.desc())
             .limit(limit)
         )
-        newest_first = await self._read(lambda conn: _turn_records(conn, stmt))
-        return newest_first[::-1]
+
+        def work(conn: Connection) -> list[TurnRecord]:
+            links = _links(conn, session_id)
+            if branches.is_linear(links, None):
+                return _turn_records(conn, newest)[::-1]
+            wanted = [link.id for link in branches.branch(links, None)[-limit:]]
+            return _turn_records(conn, _by_ids(wanted))
+
+        return await self._read(work)
+
+    async def branch_turns(
+        self,
+        session_id: str,
+        *,
+        head: str | None,
+        as_of: datetime | None = None,
+        limit: int,
+        offset: int = 0,
+    ) -> list[TurnRecord]:
+        """The turns of the fork branch ending at `head` (the thread's current last
+        turn; None: the newest turn's branch), oldest first, `limit`/`offset` applied
+        to the branch. `as_of` is when the state naming `head` was written
+        (`branches.choose_head`). A session that never forked costs one light
+        statement (id, turn_id, parent, time) more than `list_turns`, in the same hop."""
+        page = (
+            select(TurnRow)
+            .where(TurnRow.session_id == session_id)
+            .order_by(TurnRow.id)
+            .limit(limit)
+            .offset(offset)
+        )
+
+        def work(conn: Connection) -> list[TurnRecord]:
+            links = _links(conn, session_id)
+            chosen = branches.choose_head(links, head, as_of=as_of)
+            if branches.is_linear(links, chosen):
+                return _turn_records(conn, page)
+            wanted = [link.id for link in branches.branch(links, chosen)[offset : offset + limit]]
+            return _turn_records(conn, _by_ids(wanted)) if wanted else []
+
+        return await self._read(work)
+
+    async def newest_turn_id(self, session_id: str, *, other_than: str) -> str | None:
+        """The id of the session's newest stored turn other than `other_than` (the
+        turn being written, which a retry may have stored already). For the persist
+        node's rare case of a state that does not say what came before."""
+        stmt = (
+            select(TurnRow.turn_id)
+            .where(TurnRow.session_id == session_id, TurnRow.turn_id != other_than)
+            .order_by(TurnRow.id.desc())
+            .limit(1)
+        )
+        return await self._read(lambda conn: conn.execute(stmt).scalar_one_or_none())
+
+
+def _links(conn: Connection, session_id: str) -> list[branches.TurnLink]:
+    rows = conn.execute(_LINKS, {"sid": session_id}).all()
+    return [
+        branches.TurnLink(row.id, row.turn_id, row.parent_turn_id, _aware(row.created_at))
+        for row in rows
+    ]
+
+
+def _by_ids(ids: list[int]) -> Any:
+    return select(TurnRow).where(TurnRow.id.in_(ids)).order_by(TurnRow.id)
 
 
 def _turn_records(conn: Connection, stmt: Any) -> list[TurnRecord]:
@@ -470,6 +541,13 @@ def _turn_records(conn: Connection, stmt: Any) -> list[TurnRecord]:
 
 
 _SESSIONS = SessionRow.__table__
+_TURNS = TurnRow.__table__
+_LINKS = (
+    select(_TURNS.c.id, _TURNS.c.turn_id, _TURNS.c.parent_turn_id, _TURNS.c.created_at)
+    .where(_TURNS.c.session_id == bindparam("sid"))
+    .order_by(_TURNS.c.id)
+)
+"""Where each turn of a session sits in its fork tree (`branches.py`): no text columns."""
 _GET_SESSION = select(_SESSIONS).where(
     _SESSIONS.c.id == bindparam("id"), _SESSIONS.c.owner == bindparam("owner")
 )
