@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from agent_server.graph.state import AgentDeps
+from agent_server.graph.unstored import RESTORED_SUFFIXES
 from agent_server.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -25,10 +26,21 @@ def lost_past(messages: Sequence[BaseMessage]) -> bool:
     return sum(isinstance(m, HumanMessage) for m in messages) <= 1
 
 
+def restored_turn_id(messages: Sequence[BaseMessage]) -> str | None:
+    """The turn id of the newest message `restore` brought back (ids `<turn>:user`,
+    `<turn>:ai`), None if there is none: the newest stored turn of the branch the
+    context was rebuilt from, known without asking SQL again."""
+    for message in reversed(messages):
+        if message.id and str(message.id).endswith(RESTORED_SUFFIXES):
+            return str(message.id).rsplit(":", 1)[0]
+    return None
+
+
 async def restore(
     deps: AgentDeps, session_id: str, *, current_turn: str | None
 ) -> list[BaseMessage]:
-    """The newest turns of the transcript as messages, enough to fill the window.
+    """The newest turns of the transcript as messages, enough to fill the window: those
+    of the newest turn's fork branch (`recent_turns`), never a mix of branches.
     `current_turn` is left out: a retried turn may already be in SQL."""
     window = max(1, deps.settings.history_window // 2)
     turns = await deps.transcript.recent_turns(session_id, limit=window)

@@ -4,21 +4,30 @@ The turn id is the id of the turn's HumanMessage (set by the API from its run
 id), and the repository inserts with ON CONFLICT DO NOTHING on it, so a retried
 or resumed run cannot write the same turn twice. It also closes the turn: the
 summary goes to `last_turn` and the accumulators are reset.
+
+Each turn records its parent, the turn before it on its fork branch
+(`persistence/branches.py`): a run from an earlier checkpoint starts from that
+checkpoint's `last_turn`, so the state says which branch the turn continues at no
+I/O cost. Only a state that cannot say (messages a client put in it, no stored
+turn among them) asks SQL for the newest turn.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
+from agent_server.graph import history
 from agent_server.graph.state import (
     AgentDeps,
     AgentState,
+    RunFlags,
     RunOptions,
     TurnSummary,
     run_flags,
@@ -26,6 +35,7 @@ from agent_server.graph.state import (
     zero_usage,
 )
 from agent_server.graph.trim import stale_messages
+from agent_server.persistence.branches import ROOT
 from agent_server.persistence.repository import TurnRecord
 
 STORED_TURN_KEY = "stored_turn"
@@ -58,6 +68,33 @@ def message_text(message: Any) -> str:
     )
 
 
+def known_parent(
+    last_turn: Mapping[str, Any] | None,
+    messages: Sequence[BaseMessage],
+    turn_id: str,
+    flags: RunFlags,
+) -> str | None:
+    """The parent of turn `turn_id` as the state tells it, None when only SQL can.
+
+    - `last_turn`: the stored turn the run's checkpoint ends with (a fork's too).
+    - Else the newest turn the model node restored from SQL (hot state lost).
+    - Else, with at most one human message, the model node found nothing in SQL
+      before this turn, or the flags say there is nothing (a new session, a fork
+      from the very first checkpoint, a temporary thread): a root.
+    - Else the state holds messages of no stored turn, put there by a client:
+      None, ask SQL.
+    """
+    last = (last_turn or {}).get("turn_id")
+    if last:
+        # Equal only when re-running a turn already stored: nothing is inserted.
+        return str(last) if last != turn_id else ROOT
+    if restored := history.restored_turn_id(messages):
+        return restored
+    if flags.no_past or flags.as_given or history.lost_past(messages):
+        return ROOT
+    return None
+
+
 async def persist_turn(
     state: AgentState, config: RunnableConfig, runtime: Runtime[RunOptions], *, deps: AgentDeps
 ) -> dict[str, Any]:
@@ -84,6 +121,10 @@ async def persist_turn(
     metadata = dict(configurable.get("turn_metadata") or {})
     if approvals := state.get("approvals"):
         metadata["approvals"] = list(approvals)
+    flags = run_flags(config)
+    parent = known_parent(state.get("last_turn"), messages, turn_id, flags)
+    if parent is None:
+        parent = await deps.transcript.newest_turn_id(session_id, other_than=turn_id) or ROOT
     await deps.transcript.record_turn(
         TurnRecord(
             turn_id=turn_id,
@@ -99,8 +140,9 @@ async def persist_turn(
             fallbacks=summary["fallbacks"],
             degraded=summary["degraded"],
             metadata=metadata,
+            parent_turn_id=parent,
         ),
-        owner=run_flags(config).principal,
+        owner=flags.principal,
     )
     stored = configurable.get(STORED_TURN_KEY)
     if isinstance(stored, StoredTurn):
