@@ -357,10 +357,40 @@ class Turns:
     async def history(
         self, principal: str, session_id: str, *, limit: int, offset: int
     ) -> tuple[SessionInfo, list[TurnRecord]]:
+        """The turns of the fork branch the thread is on, oldest first: after an "edit
+        a message" run from an earlier checkpoint, the abandoned branch's turns are
+        not shown. The branch ends at the latest checkpoint's last turn; with no
+        checkpoint (hot state expired or unreachable: SQL alone still answers) at
+        the newest stored turn (`persistence/branches.py`)."""
         session = await self.get_session(principal, session_id)
+        head, as_of = await self._branch_head(session_id)
         with store_errors():
-            turns = await self._deps.transcript.list_turns(session_id, limit=limit, offset=offset)
+            turns = await self._deps.transcript.branch_turns(
+                session_id, head=head, as_of=as_of, limit=limit, offset=offset
+            )
         return session, turns
+
+    async def _branch_head(self, session_id: str) -> tuple[str | None, datetime | None]:
+        """The thread's latest checkpoint's last turn id, and when it was written."""
+        config = {"configurable": {"thread_id": session_id, "checkpoint_ns": ""}}
+        try:
+            saved = await self._checkpointer.aget_tuple(config)  # type: ignore[arg-type]
+        except Exception as exc:
+            if client_error(exc) is None:
+                raise
+            log.warning("history without hot state", session_id=session_id, error=str(exc))
+            return None, None
+        if saved is None:
+            return None, None
+        last_turn = (saved.checkpoint.get("channel_values") or {}).get("last_turn")
+        head = last_turn.get("turn_id") if isinstance(last_turn, dict) else None
+        try:
+            as_of = datetime.fromisoformat(saved.checkpoint["ts"])
+        except (KeyError, TypeError, ValueError):
+            as_of = None
+        if as_of is not None and as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=UTC)
+        return (str(head) if head else None), as_of
 
     # --- turns ----------------------------------------------------------------
 
