@@ -5,6 +5,7 @@ not every turn ever stored. On SQLite and PostgreSQL, through the real SDK and R
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,41 @@ async def test_a_linear_session_is_unchanged(server: Server) -> None:
     assert await server.history(sid) == ["one", "two", "three"]
     assert await server.history(sid, limit=2, offset=1) == ["two", "three"]
     assert await server.parents(sid) == [("one", ""), ("two", "one"), ("three", "two")]
+
+
+def lose_hot_state(checkpoint_db: Path, thread_id: str) -> None:
+    """The thread's checkpoints disappear (expired, store wiped); with a server restart
+    not even its in-process copy is left."""
+    with sqlite3.connect(checkpoint_db) as conn:
+        conn.execute("DELETE FROM checkpoints WHERE thread_id = ?", (thread_id,))
+        conn.execute("DELETE FROM writes WHERE thread_id = ?", (thread_id,))
+
+
+async def test_lost_hot_state_continues_the_newest_branch(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """After a fork the hot state expires: the next message's context is rebuilt from
+    the newest turn's branch only (not the abandoned turn), the new turn's parent is
+    that newest turn (known from the restored messages), and history shows that branch."""
+    settings = ours_settings(tmp_path, upstream)
+    with serve_in_thread(create_app(settings)) as url:
+        server = Server(url, settings.database_url)
+        async with server.sdk() as sdk:
+            tid = (await sdk.threads.create())["thread_id"]
+            await sdk.runs.wait(tid, GRAPH_ID, input=ask("A"))
+            await sdk.runs.wait(tid, GRAPH_ID, input=ask("B"))
+            after_a = settled(await sdk.threads.get_history(tid, limit=100), ["A"])
+            await sdk.runs.wait(
+                tid, GRAPH_ID, input=ask("C"), checkpoint=without_thread_id(after_a["checkpoint"])
+            )
+    lose_hot_state(settings.checkpoint_db_path, tid)
+    with serve_in_thread(create_app(settings)) as url:
+        server = Server(url, settings.database_url)
+        assert await server.history(tid) == ["A", "C"]  # no checkpoint: the newest turn's
+        async with server.rest() as rest:
+            r = await rest.post("/api/chat/message", json={"message": "D", "session_id": tid})
+            assert r.status_code == 200, r.text
+        sent = upstream.requests[-1].body["messages"]
+        assert [m["content"] for m in sent if m["role"] == "user"] == ["A", "C", "D"]
+        assert await server.history(tid) == ["A", "C", "D"]
+    assert (await server.parents(tid))[-1] == ("D", "C")

@@ -1,4 +1,5 @@
-"""Alembic migrations from empty on SQLite and PostgreSQL, and a turn on Postgres."""
+"""Alembic migrations from empty and from an older revision on SQLite and PostgreSQL, and
+a turn on Postgres."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from agent_server.api.app import create_app
 from agent_server.persistence import migrate
 from agent_server.persistence.db import create_engine
-from agent_server.persistence.models import Base
+from agent_server.persistence.models import Base, utcnow
 from agent_server.persistence.repository import TranscriptRepository, TurnRecord
 from tests.conftest import make_settings
 from tests.support.postgres import temporary_database
@@ -166,3 +168,67 @@ async def test_an_unreachable_database_is_not_taken_for_an_empty_one() -> None:
             await migrate.current_revision(engine)
     finally:
         await engine.dispose()
+
+
+async def check_upgrade_from_0002_keeps_old_turns(url: str) -> None:
+    """A transcript written before forks were recorded (revision 0002, no
+    `parent_turn_id`) upgrades; its rows read as the linear sessions they were, and
+    new turns, forks included, chain onto them."""
+    engine = create_engine(url)
+    try:
+        await migrate.upgrade(engine, "0002")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO sessions (id, owner, title, created_at, last_active_at)"
+                    " VALUES ('s-old', 'alice', 'old', :now, :now)"
+                ),
+                {"now": utcnow()},
+            )
+            for turn_id in ("old-1", "old-2"):
+                await conn.execute(
+                    text(
+                        "INSERT INTO turns (turn_id, session_id, user_message,"
+                        " assistant_message, tools_used, input_tokens, output_tokens,"
+                        " cost_usd, latency_ms, fallbacks, degraded, created_at, metadata)"
+                        " VALUES (:t, 's-old', :m, 'answer', '[]', 0, 0, 0, 0, '[]',"
+                        " false, :now, '{}')"
+                    ),
+                    {"t": turn_id, "m": turn_id, "now": utcnow()},
+                )
+        await migrate.upgrade(engine)
+        assert await migrate.current_revision(engine) == migrate.HEAD_REVISION
+        repo = TranscriptRepository(engine)
+
+        async def branch_of(head: str | None) -> list[str]:
+            turns = await repo.branch_turns("s-old", head=head, limit=10)
+            return [t.turn_id for t in turns]
+
+        old = await repo.list_turns("s-old", limit=10)
+        assert [(t.turn_id, t.parent_turn_id) for t in old] == [("old-1", None), ("old-2", None)]
+        assert await branch_of(None) == ["old-1", "old-2"]
+        for turn_id, parent in (("new-3", "old-2"), ("fork-2", "old-1")):
+            record = TurnRecord(
+                turn_id=turn_id,
+                session_id="s-old",
+                user_message=turn_id,
+                assistant_message="answer",
+                parent_turn_id=parent,
+            )
+            assert await repo.record_turn(record, owner="alice")
+        assert await branch_of("new-3") == ["old-1", "old-2", "new-3"]
+        assert await branch_of("fork-2") == ["old-1", "fork-2"]
+        assert await branch_of(None) == ["old-1", "fork-2"]  # no checkpoint: the newest
+        recent = await repo.recent_turns("s-old", limit=10)
+        assert [t.turn_id for t in recent] == ["old-1", "fork-2"]
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_upgrade_from_0002_keeps_old_turns(tmp_path: Path) -> None:
+    await check_upgrade_from_0002_keeps_old_turns(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+
+
+async def test_postgres_upgrade_from_0002_keeps_old_turns() -> None:
+    async with temporary_database() as url:
+        await check_upgrade_from_0002_keeps_old_turns(url)
