@@ -198,3 +198,33 @@ async def test_lost_hot_state_continues_the_newest_branch(
         assert [m["content"] for m in sent if m["role"] == "user"] == ["A", "C", "D"]
         assert await server.history(tid) == ["A", "C", "D"]
     assert (await server.parents(tid))[-1] == ("D", "C")
+
+
+async def test_the_rest_path_never_asks_sql_for_a_parent(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """REST throughput is benchmarked: a new session's first turn, a session made by
+    `POST /api/chat/session`, and every later turn take their parent from the state."""
+    settings = ours_settings(tmp_path, upstream)
+    app = create_app(settings)
+    with serve_in_thread(app) as url:
+        transcript = app.state.resources.deps.transcript
+        calls: list[str] = []
+        original = transcript.newest_turn_id
+
+        async def counted(session_id: str, **kwargs: Any) -> Any:
+            calls.append(session_id)
+            return await original(session_id, **kwargs)
+
+        transcript.newest_turn_id = counted
+        server = Server(url, settings.database_url)
+        async with server.rest() as rest:
+            first = await rest.post("/api/chat/message", json={"message": "one"})
+            sid = first.json()["session_id"]
+            await rest.post("/api/chat/message", json={"message": "two", "session_id": sid})
+            made = (await rest.post("/api/chat/session")).json()["session_id"]
+            await rest.post("/api/chat/message", json={"message": "uno", "session_id": made})
+            await rest.post("/api/chat/message", json={"message": "dos", "session_id": made})
+        assert calls == []
+    assert await server.parents(sid) == [("one", ""), ("two", "one")]
+    assert await server.parents(made) == [("uno", ""), ("dos", "uno")]
