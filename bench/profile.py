@@ -2,6 +2,7 @@
 
     python -m bench.profile --variant redis --concurrency 8 --seconds 20
     python -m bench.profile --stream --concurrency 1        # streamed turns, fake upstream
+    python -m bench.profile --ap --variant embedded --concurrency 1  # runs.wait (SDK)
     python -m bench.profile --inprocess --seconds 10     # the floor, under cProfile
 
 Starts the server like `bench.run` does (same variants), drives the same
@@ -23,6 +24,7 @@ import argparse
 import collections
 import contextlib
 import cProfile
+import functools
 import io
 import pstats
 import re
@@ -152,6 +154,24 @@ async def _stream_load(url: str, concurrency: int, seconds: float, workload: Wor
         await drive(turn, concurrency=concurrency, duration=seconds, workload=workload)
 
 
+async def _ap_load(
+    url: str, concurrency: int, seconds: float, workload: Workload, durability: str | None
+) -> None:
+    """Agent Protocol runs as `bench.agent_protocol` drives them: langgraph-sdk's
+    `threads.create` then `runs.wait`, a new thread per run."""
+    from langgraph_sdk import get_client
+
+    from bench.agent_protocol import wait_turn
+
+    sdk = get_client(url=url, api_key=None)
+    try:
+        await drive(
+            wait_turn(sdk, durability), concurrency=concurrency, duration=seconds, workload=workload
+        )
+    finally:
+        await sdk.aclose()
+
+
 @contextlib.contextmanager
 def _server(args: argparse.Namespace, logs: Path) -> Iterator[servers.Process]:
     """The server to profile; with `--stream`, pointed at a fake upstream of its own."""
@@ -183,9 +203,11 @@ def profile_server(args: argparse.Namespace) -> int:
         "session", args.turns_per_session
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    kind = "stream" if args.stream else "turn"
+    kind = "ap" if args.ap else "stream" if args.stream else "turn"
     stem = f"profile-{args.variant}-{kind}-c{args.concurrency}-{workload.name}"
-    load = _stream_load if args.stream else _load
+    load: Any = _stream_load if args.stream else _load
+    if args.ap:
+        load = functools.partial(_ap_load, durability=args.durability)
     with (
         tempfile.TemporaryDirectory(prefix="bench-profile-") as logs,
         _server(args, Path(logs)) as server,
@@ -262,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="streamed turns against a fake upstream (50 ms to first token, 200 tokens/s)",
     )
+    parser.add_argument(
+        "--ap",
+        action="store_true",
+        help="Agent Protocol runs (langgraph-sdk threads.create + runs.wait) instead",
+    )
+    parser.add_argument("--durability", default=None, help="--ap: the runs' durability")
     parser.add_argument("--saver", default="inmemory", help="--inprocess: inmemory/sqlite/redis")
     parser.add_argument("--top", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "bench-profile")

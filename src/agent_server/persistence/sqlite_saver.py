@@ -7,24 +7,40 @@ file grew with every turn, forever (measured: 300 turns of one session left 3.5 
 ~12 KB a turn; 0.32 MB with `keep=20`, at the same time per turn). The Redis saver
 bounds each thread to `CHECKPOINTS_PER_THREAD`; this applies the same bound here.
 
-How: after every `every`-th write of a thread (`keep // 4`, at least 1) one
-transaction deletes that thread's checkpoints older than its `keep` newest, and
-their pending writes. A thread so holds at most `keep + every - 1` checkpoints, and
-most turns pay nothing extra. Checkpoint ids are uuid6 strings, which sort by time:
-LangGraph's own "latest" query relies on the same order.
+How: after every `every`-th write of a thread (`keep // 4`, at least 1) the
+commit of that write also deletes that thread's checkpoints older than its `keep`
+newest, and their pending writes. A thread so holds at most `keep + every - 1`
+checkpoints, and most turns pay nothing extra. Checkpoint ids are uuid6 strings,
+which sort by time: LangGraph's own "latest" query relies on the same order.
+
+Writes (`aput`, `aput_writes`) go through `GroupCommit`: the same rows as
+`AsyncSqliteSaver` writes, but the writes of concurrent steps and runs share one
+transaction, and `synchronous=NORMAL` (as the transcript database has, `db.py`):
+in WAL mode a commit is then safe against the process dying, not against the
+machine losing power, and costs no fsync.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from cachetools import LRUCache
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    get_checkpoint_metadata,
+)
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from agent_server.persistence.group_commit import GroupCommit, Row
 
 TRACKED_THREADS = 10_000
 """Threads whose write count since their last prune is remembered. A thread that
@@ -41,6 +57,33 @@ _DELETE_CHECKPOINTS = (
     "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id < ?"
 )
 
+
+# The same statements as `AsyncSqliteSaver.aput` / `aput_writes`.
+_PUT_CHECKPOINT = (
+    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
+    "parent_checkpoint_id, type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_WRITE_COLUMNS = (
+    "INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+    "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_PUT_WRITES_REPLACE = f"INSERT OR REPLACE {_WRITE_COLUMNS}"
+_PUT_WRITES_IGNORE = f"INSERT OR IGNORE {_WRITE_COLUMNS}"
+# A prune inside a write's transaction: the cutoff as a subquery (NULL, so nothing
+# deleted, while the thread holds `keep` or fewer). Writes first: they need the
+# checkpoints' cutoff.
+_CUTOFF_SUBQUERY = (
+    "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
+    "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET ?)"
+)
+_PRUNE_WRITES = (
+    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? "
+    f"AND checkpoint_id < {_CUTOFF_SUBQUERY}"
+)
+_PRUNE_CHECKPOINTS = (
+    "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
+    f"AND checkpoint_id < {_CUTOFF_SUBQUERY}"
+)
 
 _RUN_CHECKPOINTS = (
     "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints "
@@ -80,6 +123,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
         self.keep = keep
         self.every = max(1, keep // 4) if keep else 0
         self._writes_since_prune: LRUCache[tuple[str, str], int] = LRUCache(TRACKED_THREADS)
+        self._commits = GroupCommit(conn, self.lock)
 
     @classmethod
     @asynccontextmanager
@@ -87,7 +131,11 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
         async with aiosqlite.connect(str(path)) as conn:
             saver = cls(conn, keep=keep)
             await saver.setup()
-            yield saver
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                yield saver
+            finally:
+                await saver._commits.drain()
 
     async def aput(
         self,
@@ -96,16 +144,67 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        stored = await super().aput(config, checkpoint, metadata, new_versions)
+        await self.setup()
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        checkpoint_ns = configurable["checkpoint_ns"]
+        type_, blob = self.serde.dumps_typed(checkpoint)
+        meta = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False)
+        row = (
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            type_,
+            blob,
+            meta.encode("utf-8", "ignore"),
+        )
+        statements: list[tuple[str, list[Row]]] = [(_PUT_CHECKPOINT, [row])]
         if self.keep is not None:
-            configurable = config["configurable"]
-            key = (str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", "")))
+            key = (thread_id, str(checkpoint_ns))
             writes = self._writes_since_prune.get(key, 0) + 1
             if writes >= self.every:
-                await self.prune_thread(*key)
+                cutoff = (*key, *key, self.keep - 1)
+                statements += [(_PRUNE_WRITES, [cutoff]), (_PRUNE_CHECKPOINTS, [cutoff])]
                 writes = 0
             self._writes_since_prune[key] = writes
-        return stored
+        await self._commits.submit(statements)
+        return {
+            "configurable": {
+                "thread_id": configurable["thread_id"],
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self.setup()
+        configurable = config["configurable"]
+        sql = (
+            _PUT_WRITES_REPLACE
+            if all(channel in WRITES_IDX_MAP for channel, _ in writes)
+            else _PUT_WRITES_IGNORE
+        )
+        rows = [
+            (
+                str(configurable["thread_id"]),
+                str(configurable["checkpoint_ns"]),
+                str(configurable["checkpoint_id"]),
+                task_id,
+                task_path,
+                WRITES_IDX_MAP.get(channel, idx),
+                channel,
+                *self.serde.dumps_typed(value),
+            )
+            for idx, (channel, value) in enumerate(writes)
+        ]
+        await self._commits.submit([(sql, rows)])
 
     async def prune_thread(
         self, thread_id: str, checkpoint_ns: str = "", *, keep: int | None = None
