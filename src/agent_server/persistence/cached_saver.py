@@ -16,6 +16,7 @@ thread first. Bounded: least recently used threads are forgotten.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     get_checkpoint_metadata,
 )
+
+from agent_server.persistence.deferred_writes import deferred_writes
 
 DEFAULT_CAPACITY = 2_000
 """Threads kept; a 20-message checkpoint serializes to a few KB."""
@@ -64,6 +67,9 @@ class LatestCheckpointCache(BaseCheckpointSaver):
 
     def _forget(self, thread_id: str) -> None:
         self._latest.pop(thread_id, None)
+
+    def deferred(self, thread_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return deferred_writes(self.inner, thread_id)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config.get("configurable") or {}

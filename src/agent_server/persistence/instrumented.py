@@ -6,6 +6,7 @@ SQLite and Redis savers alike, and the savers stay free of metrics code.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 from prometheus_client import Histogram
+
+from agent_server.persistence.deferred_writes import deferred_writes
 
 
 class InstrumentedSaver(BaseCheckpointSaver):
@@ -45,6 +48,9 @@ class InstrumentedSaver(BaseCheckpointSaver):
 
     def get_next_version(self, current: Any, channel: None) -> Any:
         return self.inner.get_next_version(current, channel)
+
+    def deferred(self, thread_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return deferred_writes(self.inner, thread_id)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         with self._timed("get_tuple"):

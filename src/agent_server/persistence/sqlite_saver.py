@@ -17,12 +17,16 @@ Writes (`aput`, `aput_writes`) go through `GroupCommit`: the same rows as
 `AsyncSqliteSaver` writes, but the writes of concurrent steps and runs share one
 transaction, and `synchronous=NORMAL` (as the transcript database has, `db.py`):
 in WAL mode a commit is then safe against the process dying, not against the
-machine losing power, and costs no fsync.
+machine losing power, and costs no fsync. Inside `deferred(thread_id)` (a run with
+`durability="async"`) that thread's writes do not wait for their commit; every
+read, delete and copy first waits for the writes accepted before it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,11 +40,14 @@ from langgraph.checkpoint.base import (
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
+    CheckpointTuple,
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agent_server.persistence.group_commit import GroupCommit, Row
+
+log = logging.getLogger(__name__)
 
 TRACKED_THREADS = 10_000
 """Threads whose write count since their last prune is remembered. A thread that
@@ -124,6 +131,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
         self.every = max(1, keep // 4) if keep else 0
         self._writes_since_prune: LRUCache[tuple[str, str], int] = LRUCache(TRACKED_THREADS)
         self._commits = GroupCommit(conn, self.lock)
+        self._deferred: Counter[str] = Counter()
 
     @classmethod
     @asynccontextmanager
@@ -136,6 +144,61 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
                 yield saver
             finally:
                 await saver._commits.drain()
+
+    @asynccontextmanager
+    async def deferred(self, thread_id: str) -> AsyncIterator[None]:
+        """`thread_id`'s writes commit in the background until the block ends, then
+        all at once; a write that failed raises here (`deferred_writes.py`). A block
+        that fails still commits what it wrote (Studio shows a failed run's steps)."""
+        self._deferred[thread_id] += 1
+        try:
+            yield
+        except BaseException:
+            self._undefer(thread_id)
+            try:
+                await self._commits.flush(thread_id)
+            except Exception:
+                log.warning("checkpoints of failed work on %s not stored", thread_id)
+            raise
+        self._undefer(thread_id)
+        await self._commits.flush(thread_id)
+
+    def _undefer(self, thread_id: str) -> None:
+        self._deferred[thread_id] -= 1
+        if self._deferred[thread_id] <= 0:
+            del self._deferred[thread_id]
+
+    async def _write(self, thread_id: str, statements: list[tuple[str, list[Row]]]) -> None:
+        if thread_id in self._deferred:
+            self._commits.defer(thread_id, statements)
+        else:
+            await self._commits.submit(statements)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        await self._commits.settled()
+        return await super().aget_tuple(config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        await self._commits.settled()
+        async for item in super().alist(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Any:
+        await self._commits.settled()
+        return await super().aget_delta_channel_history(config=config, channels=channels)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._commits.settled()
+        await super().adelete_thread(thread_id)
 
     async def aput(
         self,
@@ -168,7 +231,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
                 statements += [(_PRUNE_WRITES, [cutoff]), (_PRUNE_CHECKPOINTS, [cutoff])]
                 writes = 0
             self._writes_since_prune[key] = writes
-        await self._commits.submit(statements)
+        await self._write(thread_id, statements)
         return {
             "configurable": {
                 "thread_id": configurable["thread_id"],
@@ -204,7 +267,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
             )
             for idx, (channel, value) in enumerate(writes)
         ]
-        await self._commits.submit([(sql, rows)])
+        await self._write(str(configurable["thread_id"]), [(sql, rows)])
 
     async def prune_thread(
         self, thread_id: str, checkpoint_ns: str = "", *, keep: int | None = None
@@ -215,6 +278,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
         if keep is None:
             return 0
         await self.setup()
+        await self._commits.settled()
         async with self.lock:
             async with self.conn.execute(_CUTOFF, (thread_id, checkpoint_ns, keep - 1)) as cursor:
                 row = await cursor.fetchone()
@@ -229,6 +293,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         await self.setup()
+        await self._commits.settled()
         async with self.lock:
             for run_id in run_ids:
                 async with self.conn.execute(_RUN_CHECKPOINTS, (str(run_id),)) as cursor:
@@ -240,6 +305,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await self.setup()
+        await self._commits.settled()
         async with self.lock:
             await self.conn.execute(_COPY_CHECKPOINTS, (target_thread_id, source_thread_id))
             await self.conn.execute(_COPY_WRITES, (target_thread_id, source_thread_id))
@@ -252,6 +318,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
                 await self.adelete_thread(str(thread_id))
                 continue
             await self.setup()
+            await self._commits.settled()
             async with self.lock, self.conn.execute(_NAMESPACES, (str(thread_id),)) as cursor:
                 namespaces = [row[0] for row in await cursor.fetchall()]
             for namespace in namespaces:

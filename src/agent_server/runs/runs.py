@@ -46,6 +46,7 @@ from agent_server.graph.approval import (
 )
 from agent_server.graph.state import FLAGS_KEY, PUBLIC_CONTEXT, RunFlags, RunOptions
 from agent_server.observability.metrics import Metrics
+from agent_server.persistence.deferred_writes import deferred_writes
 from agent_server.persistence.redis_time import unbudgeted_context
 from agent_server.persistence.repository import SessionInfo, TranscriptRepository
 from agent_server.runs.budget import Reservation, TokenBudget, estimate_tokens
@@ -528,23 +529,31 @@ class Runs:
                 name = "|".join((mode, *ns)) if ns else mode
                 await self._events.append(thread_id, run_id, name, jsonable(chunk))
 
-        if "events" in wanted:
-            root = str(config["run_id"])
-            stream = self._graph.astream_events(graph_input, config, version="v2", **kwargs)
-            async with contextlib.aclosing(stream):
-                async for event in stream:
-                    if event["event"] == "on_chain_stream" and event["run_id"] == root:
-                        part = event["data"]["chunk"]
+        # Per-step checkpoints need only be stored by the run's end: they commit
+        # together then (or within 50 ms on a saver that defers: `deferred_writes`).
+        deferring = (
+            deferred_writes(self._checkpointer, thread_id)
+            if kwargs["durability"] == "async"
+            else contextlib.nullcontext()
+        )
+        async with deferring:
+            if "events" in wanted:
+                root = str(config["run_id"])
+                stream = self._graph.astream_events(graph_input, config, version="v2", **kwargs)
+                async with contextlib.aclosing(stream):
+                    async for event in stream:
+                        if event["event"] == "on_chain_stream" and event["run_id"] == root:
+                            part = event["data"]["chunk"]
+                            ns, mode, chunk = part if request.subgraphs else ((), *part)
+                            await emit(tuple(ns), mode, chunk)
+                        else:
+                            await self._events.append(thread_id, run_id, "events", jsonable(event))
+            else:
+                stream = self._graph.astream(graph_input, config, **kwargs)
+                async with contextlib.aclosing(stream):
+                    async for part in stream:
                         ns, mode, chunk = part if request.subgraphs else ((), *part)
                         await emit(tuple(ns), mode, chunk)
-                    else:
-                        await self._events.append(thread_id, run_id, "events", jsonable(event))
-        else:
-            stream = self._graph.astream(graph_input, config, **kwargs)
-            async with contextlib.aclosing(stream):
-                async for part in stream:
-                    ns, mode, chunk = part if request.subgraphs else ((), *part)
-                    await emit(tuple(ns), mode, chunk)
         result = jsonable(values) if isinstance(values, dict) else {"value": jsonable(values)}
         if interrupts:
             result["__interrupt__"] = jsonable(interrupts)
