@@ -426,9 +426,7 @@ async def test_keepalives_while_a_slow_run_goes_on(tmp_path: Path) -> None:
                 assert b": heartbeat" in chunks and b"event: end" in chunks
 
 
-async def test_a_thread_deleted_here_is_gone_for_rest_too(
-    alice: LangGraphClient, url: str
-) -> None:
+async def test_a_thread_deleted_here_is_gone_for_rest_too(alice: LangGraphClient, url: str) -> None:
     """Embedded mode remembers REST sessions in-process: a thread deleted through this
     API must not come back to life through a REST message."""
     headers = {"Authorization": f"Bearer {ALICE}"}

@@ -489,9 +489,7 @@ async def test_the_resumed_turn_keeps_the_message_options(
         parallel(("weather", {"location": "Seoul"})),
         text("Sunny."),
     )
-    paused = await ask(
-        client, "weather please", tools=["weather"], temperature=0.2, max_tokens=77
-    )
+    paused = await ask(client, "weather please", tools=["weather"], temperature=0.2, max_tokens=77)
     [call] = paused["pending_tool_calls"]
     first = upstream.requests[-1].body
     assert [t["function"]["name"] for t in first["tools"]] == ["weather"]
