@@ -18,6 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from redis.asyncio import RedisCluster
 
+from agent_server.persistence.deferred_writes import deferred_writes
 from agent_server.persistence.redis_keys import thread_keys
 from agent_server.persistence.redis_saver import AsyncRedisSaver
 from tests.support.redis import unique_prefix
@@ -86,6 +87,26 @@ def threads_on_distinct_nodes(cluster: RedisCluster, prefix: str, n: int) -> lis
 
 def config(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
+
+
+async def test_deferred_runs_on_threads_spread_over_the_cluster(
+    cluster: RedisCluster, saver: AsyncRedisSaver
+) -> None:
+    """A run's queued writes go as one pipeline to the node that owns its thread."""
+    threads = threads_on_distinct_nodes(cluster, saver.key_prefix, 3)
+    graph = build_graph(saver)
+    for thread_id in threads:
+        async with deferred_writes(saver, thread_id):
+            await graph.ainvoke(
+                {"messages": [HumanMessage(f"{thread_id} says hi")]},
+                config(thread_id),
+                durability="async",
+            )
+    other = AsyncRedisSaver(cluster, key_prefix=saver.key_prefix)  # another replica
+    for thread_id in threads:
+        history = [t async for t in other.alist(config(thread_id))]
+        assert [t.metadata["step"] for t in history] == [2, 1, 0, -1]
+        assert history[0].checkpoint["channel_values"]["turns"] == 1
 
 
 async def test_graph_turns_on_threads_spread_over_the_cluster(

@@ -36,12 +36,20 @@ Trade-offs:
   channels need no ancestor writes. `adelete_for_runs` deletes exactly what it is
   asked to, as the base class documents.
 
+Inside `deferred(thread_id)` (a run with `durability="async"`, `deferred_writes.py`)
+that thread's `aput`/`aput_writes` are queued and sent together as one pipeline
+when the block ends, after `DEFER_SECONDS`, or before any read, delete or copy of
+the thread on this saver: one round trip per run instead of one per step. Another
+replica reading the thread while the run goes sees it as of the last send (at most
+`DEFER_SECONDS` behind), the latitude LangGraph's `async` durability gives.
+
 The saver is async-only: the sync methods raise `NotImplementedError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -67,6 +75,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_server.persistence.group_commit import DEFER_SECONDS
 from agent_server.persistence.redis_keys import (
     COPY_IN,
     COPY_OUT,
@@ -93,6 +102,8 @@ from agent_server.persistence.redis_keys import (
 )
 from agent_server.persistence.redis_known import KnownCheckpoint, KnownLatest
 from agent_server.persistence.redis_time import redis_wait
+
+log = logging.getLogger(__name__)
 
 RedisClient = Redis | RedisCluster
 DEFAULT_KNOWN_LATEST_BYTES = 32 * 1024 * 1024
@@ -363,6 +374,19 @@ def _is_delta_boundary(metadata: CheckpointMetadata) -> bool:
         return False
 
 
+class _Deferred:
+    """One thread's queued script calls while a `deferred` block is open."""
+
+    __slots__ = ("commands", "depth", "failure", "lock", "timer")
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Script, list[str], list[Any]]] = []
+        self.depth = 0
+        self.failure: BaseException | None = None
+        self.lock = asyncio.Lock()  # one send at a time: the queue's order is the order
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class AsyncRedisSaver(BaseCheckpointSaver[str]):
     """LangGraph checkpoint saver on core Redis commands (Redis >= 6, Valkey, Cluster).
 
@@ -417,6 +441,8 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         self._keep = max_checkpoints_per_thread or 0
         self._lane = DirectLane(client) if DirectLane.supports(client) else None
         self.known = KnownLatest(known_latest_bytes)
+        self._deferred: dict[str, _Deferred] = {}
+        self._sends: set[asyncio.Task[None]] = set()  # timer-started sends, kept alive
 
     @classmethod
     @asynccontextmanager
@@ -463,6 +489,93 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await self._execute("EVAL", script.source, len(keys), *keys, *args)
+
+    @asynccontextmanager
+    async def deferred(self, thread_id: str) -> AsyncIterator[None]:
+        """Queue `thread_id`'s writes until the block ends, then send them in one
+        pipeline; a write that failed raises here. A block that fails still sends
+        what it wrote (Studio shows a failed run's steps)."""
+        queue = self._deferred.setdefault(str(thread_id), _Deferred())
+        queue.depth += 1
+        try:
+            yield
+        except BaseException:
+            try:
+                await self._undefer(str(thread_id), queue)
+            except Exception:
+                log.warning("checkpoints of failed work on %s not stored", thread_id)
+            raise
+        await self._undefer(str(thread_id), queue)
+
+    async def _undefer(self, thread_id: str, queue: _Deferred) -> None:
+        queue.depth -= 1
+        if queue.depth <= 0 and self._deferred.get(thread_id) is queue:
+            del self._deferred[thread_id]
+            if queue.timer is not None:
+                queue.timer.cancel()
+        await self._send(thread_id, queue)
+        if queue.failure is not None:
+            failure, queue.failure = queue.failure, None
+            raise failure
+
+    async def _write(
+        self, thread_id: str, script: Script, keys: list[str], args: list[Any]
+    ) -> None:
+        queue = self._deferred.get(str(thread_id))
+        if queue is None:
+            await self._eval(script, keys, *args)
+            return
+        queue.commands.append((script, keys, args))
+        if queue.timer is None:
+            queue.timer = asyncio.get_running_loop().call_later(
+                DEFER_SECONDS, self._expire, str(thread_id), queue
+            )
+
+    def _expire(self, thread_id: str, queue: _Deferred) -> None:
+        queue.timer = None
+        task = asyncio.create_task(self._send(thread_id, queue))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send(self, thread_id: str, queue: _Deferred) -> None:
+        """Send what `queue` holds as one pipeline, in order. A failure is kept for
+        the block's end (a timer's send has nobody to tell) and the thread's known
+        latest checkpoint is forgotten (it may not be what Redis holds)."""
+        async with queue.lock:
+            commands, queue.commands = queue.commands, []
+            if not commands:
+                return
+            try:
+                await self._pipeline(commands)
+            except Exception as exc:
+                self.known.forget(thread_id)
+                queue.failure = queue.failure or exc
+
+    async def _pipeline(self, commands: list[tuple[Script, list[str], list[Any]]]) -> None:
+        """One round trip (the thread's keys share a cluster slot). Re-sent whole with
+        the scripts loaded if the server lost them: both scripts are idempotent."""
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args in commands:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
+                for script in {script for script, _, _ in commands}:
+                    await self.client.script_load(script.source)
+                continue
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return
+
+    async def _settle(self, thread_id: str | None = None) -> None:
+        """Before a read, delete or copy: send the queued writes of `thread_id` (of
+        every thread with None), so this saver never answers from behind itself."""
+        if thread_id is None:
+            for tid, queue in list(self._deferred.items()):
+                await self._send(tid, queue)
+        elif (queue := self._deferred.get(str(thread_id))) is not None:
+            await self._send(str(thread_id), queue)
 
     async def _execute(self, *command: Any) -> Any:
         if self._lane is not None:
@@ -569,7 +682,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             args.extend(field_value)
         # Stale from here on, whatever the outcome of the write.
         previous = self.known.forget(thread_id) if not ns else None
-        await self._eval(PUT, self._keys(thread_id), *args)
+        await self._write(thread_id, PUT, self._keys(thread_id), args)
         if not ns and self.known.max_bytes:
             self._remember_put(thread_id, checkpoint["id"], record, fields, new_blobs, previous)
         return {
@@ -627,7 +740,9 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             args.append(write_idx)
             args.append(1 if write_idx < 0 else 0)
             args.append(pack_write(task_path, task_id, write_idx, channel, dumps(value)))
-        await self._eval(PUT_WRITES, self._keys(configurable["thread_id"]), *args)
+        await self._write(
+            configurable["thread_id"], PUT_WRITES, self._keys(configurable["thread_id"]), args
+        )
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -635,6 +750,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         """The checkpoint named by `config`, or the thread's latest, in one round trip."""
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
+        await self._settle(thread_id)
         ns = _namespace(configurable)
         keys = self._keys(thread_id)
         if checkpoint_id := get_checkpoint_id(config):
@@ -676,6 +792,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         a config without `checkpoint_ns` lists all namespaces of its thread."""
         if limit is not None and limit <= 0:
             return
+        await self._settle(config["configurable"]["thread_id"] if config else None)
         ns = config["configurable"].get("checkpoint_ns") if config else None
         checkpoint_id = get_checkpoint_id(config) if config else None
         before_id = get_checkpoint_id(before) if before else None
@@ -763,10 +880,12 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
     async def athread_exists(self, thread_id: str) -> bool:
         """Whether the thread has any checkpoint: one EXISTS on its index, without
         reading or deserializing the checkpoint (the app asks this every turn)."""
+        await self._settle(thread_id)
         return bool(await self.client.exists(self._keys(thread_id)[0]))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, write and channel value of the thread (one UNLINK)."""
+        await self._settle(thread_id)
         self.known.forget(str(thread_id))
         await self.client.unlink(*self._keys(thread_id))
 
@@ -776,6 +895,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         runs = [str(run_id) for run_id in run_ids]
         if not runs:
             return
+        await self._settle()
         async for thread_id in self._scan_threads("runs"):
             await self._eval(DELETE_RUNS, self._keys(thread_id), self._ttl_ms, *runs)
 
@@ -783,6 +903,8 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         """Copy every checkpoint, write and channel value of one thread into another,
         merging with what the target already holds. Two round trips (the two threads
         may live on different cluster nodes)."""
+        await self._settle(source_thread_id)
+        await self._settle(target_thread_id)
         checkpoints, blobs, writes = await self._eval(
             COPY_OUT, self._keys(source_thread_id), self._read_ttl_ms
         )
@@ -808,6 +930,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
             if strategy == "delete":
                 await self.adelete_thread(thread_id)
             else:
+                await self._settle(thread_id)
                 await self._eval(PRUNE, self._keys(thread_id), self._ttl_ms, 1)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
