@@ -135,9 +135,13 @@ class Threads:
             await self._runs.pending(thread_id)
         )
 
-    async def _thread(self, row: SessionInfo, *, busy: bool | None = None) -> Thread:
+    async def _thread(
+        self, row: SessionInfo, *, busy: bool | None = None, read_state: bool = True
+    ) -> Thread:
+        snapshot: StateSnapshot | None = None
         try:
-            snapshot: StateSnapshot | None = await self._graph.aget_state(thread_config(row.id))
+            if read_state:
+                snapshot = await self._graph.aget_state(thread_config(row.id))
         except (ValueError, TypeError, InvalidUpdateError):
             # A failed run's input the graph cannot take (a bad message type) sits in
             # the checkpoint's pending writes: the thread must stay readable (and
@@ -192,11 +196,14 @@ class Threads:
         stranger something either way; the ids are random UUIDs, so a clash with
         another tenant is a client bug, not a probe that could succeed).
         """
+        chosen = thread_id is not None
         thread_id = thread_id or str(uuid.uuid4())
         row, created = await self._transcript.create_thread(principal, thread_id, metadata or {})
         if created:
             assert row is not None
-            return await self._thread(row, busy=False)
+            # An id we just made up has no checkpoint to read; one the client chose may
+            # (a REST session whose first turn failed leaves state but no row).
+            return await self._thread(row, busy=False, read_state=chosen)
         if row is None or if_exists == "raise":
             raise ThreadExists(thread_id)
         return await self._thread(row)
