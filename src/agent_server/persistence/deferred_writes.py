@@ -4,10 +4,10 @@ for their commit, and make them durable together when the run ends.
 Why: with `durability="async"` (the Agent Protocol's default) LangGraph writes a
 checkpoint after every step and only needs them stored by the end of the run, yet
 it waits for each save before starting the next (saves stay in order). A saver
-that commits each one alone pays a transaction per step; one that knows the run's
-bounds can commit them in one (`group_commit.py`). The run core, which owns those
-bounds, opens this around the graph; a saver that does not defer (Redis: one
-round trip per write already, and other replicas read it) gets a no-op.
+that commits each one alone pays a transaction (SQLite) or a round trip (Redis)
+per step; one that knows the run's bounds sends them together (`group_commit.py`,
+`AsyncRedisSaver.deferred`). The run core, which owns those bounds, opens this
+around the graph; a saver without `deferred` (LangGraph's own) gets a no-op.
 
 The contract a deferring saver keeps: every read, delete and copy on it waits for
 the writes accepted before it (so this process never reads stale), the block's
