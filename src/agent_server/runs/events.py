@@ -110,6 +110,9 @@ class LocalEventLog:
 
     def __init__(self, *, max_events: int = MAX_EVENTS, finished: int = LOCAL_LOGS) -> None:
         self._logs: OrderedDict[str, _Log] = OrderedDict()
+        # Closed runs, oldest first: the ones to drop past `finished` without walking
+        # every log on each close (that walk was O(logs) per run).
+        self._closed: OrderedDict[str, None] = OrderedDict()
         self._max_events = max_events
         self._finished = finished
 
@@ -141,9 +144,11 @@ class LocalEventLog:
         event_id = await self.append(thread_id, run_id, END, data)
         self._log(run_id).closed = True
         self._logs.move_to_end(run_id)
-        closed = [key for key, log in self._logs.items() if log.closed]
-        for key in closed[: max(0, len(closed) - self._finished)]:
-            del self._logs[key]
+        self._closed[run_id] = None
+        self._closed.move_to_end(run_id)
+        while len(self._closed) > self._finished:
+            oldest, _ = self._closed.popitem(last=False)
+            self._logs.pop(oldest, None)
         return event_id
 
     async def exists(self, thread_id: str, run_id: str) -> bool:
@@ -151,6 +156,7 @@ class LocalEventLog:
 
     async def delete(self, thread_id: str, run_id: str) -> None:
         self._logs.pop(run_id, None)
+        self._closed.pop(run_id, None)
 
     async def read(
         self, thread_id: str, run_id: str, *, after: str | None, alive: Alive
