@@ -9,11 +9,8 @@ keyless callers that arrive on a non-loopback address (nor log that it is on
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +20,8 @@ import pytest
 
 from agent_server.api.app import create_app
 from tests.conftest import ALICE, auth, make_settings
-from tests.support.processes import base_env
-from tests.support.servers import free_port, serve_in_thread
+from tests.support.processes import base_env, server_process
+from tests.support.servers import serve_in_thread
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -48,46 +45,22 @@ def _non_loopback_address() -> str | None:
 @contextmanager
 def uvicorn_factory(env: dict[str, str], log: Path) -> Iterator[int]:
     """`uvicorn --factory agent_server.api.app:create_app --host 0.0.0.0` on a free port."""
-    port = free_port()
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "agent_server.api.app:create_app",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited early:\n{log.read_text(errors='replace')}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
-        yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "agent_server.api.app:create_app",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ]
+
+    with server_process(env, log, command=command) as server:
+        yield int(server.url.rsplit(":", 1)[1])
 
 
 def _log_events(log: Path) -> list[dict[str, object]]:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +46,24 @@ def base_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 @contextmanager
 def server_process(
-    env: dict[str, str], log: Path, *, timeout: float = 30.0
+    env: dict[str, str],
+    log: Path,
+    *,
+    timeout: float = 30.0,
+    command: Callable[[int], list[str]] | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start a server on a free loopback port, wait for /healthz, stop it after."""
+    """Start a server on a free port, wait for /healthz on loopback, stop it after.
+    `command(port)` replaces `python -m agent_server.cli serve --port <port>` (another
+    way of running the app, e.g. uvicorn's factory on every address)."""
     port = free_port()
+    argv = (
+        command(port)
+        if command is not None
+        else [sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port)]
+    )
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agent_server.cli", "serve", "--port", str(port)],
+            argv,
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
