@@ -12,15 +12,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from agent_server.config import Settings
-
-
-async def sse_events(
-    client: httpx.AsyncClient, body: dict[str, object]
-) -> list[tuple[str, dict[str, object]]]:
-    async with aconnect_sse(client, "POST", "/api/chat/message/stream", json=body) as source:
-        assert source.response.status_code == 200
-        assert source.response.headers["content-type"].startswith("text/event-stream")
-        return [(event.event, json.loads(event.data)) async for event in source.aiter_sse()]
+from tests.support.rest_client import sse_events
 
 
 def turn_rows(settings: Settings) -> list[tuple[str, str]]:

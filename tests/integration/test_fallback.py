@@ -8,20 +8,18 @@ and that exactly one turn was persisted.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
 
 from agent_server.api.app import create_app
 from agent_server.config import Settings
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text, tool_call
+from tests.support.rest_client import persisted, served, sse_events
 from tests.support.servers import serve_in_thread
 
 MODELS = ["m1", "m2", "m3"]
@@ -58,23 +56,12 @@ def chain_settings_default(tmp_path: Path, fake: FakeUpstream) -> Settings:
 
 @pytest.fixture
 async def api(chain_settings_default: Settings) -> httpx.AsyncClient:
-    with serve_in_thread(create_app(chain_settings_default)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
-
-
-def persisted(settings: Settings) -> list[tuple[str, str, str]]:
-    path = settings.database_url.split(":///", 1)[1]
-    with sqlite3.connect(path) as conn:
-        return conn.execute(
-            "SELECT user_message, assistant_message, model_used FROM turns ORDER BY id"
-        ).fetchall()
+    async with served(chain_settings_default) as client:
+        yield client
 
 
 async def stream(client: httpx.AsyncClient, body: dict[str, Any]) -> list[tuple[str, Any]]:
-    async with aconnect_sse(client, "POST", "/api/chat/message/stream", json=body) as source:
-        assert source.response.status_code == 200
-        return [(e.event, json.loads(e.data)) async for e in source.aiter_sse()]
+    return await sse_events(client, body)
 
 
 def reasons(body: dict[str, Any]) -> list[tuple[str, str]]:

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
 
 from agent_server.api.app import create_app
 from agent_server.config import Settings
 from tests.conftest import make_settings
 from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text
+from tests.support.rest_client import persisted, served, sse_events
 from tests.support.servers import free_port, serve_in_thread
 
 KEY_A = "sk-provider-a-secret"
@@ -90,23 +90,12 @@ def settings(tmp_path: Path, fakes: tuple[FakeUpstream, FakeUpstream]) -> Settin
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    with serve_in_thread(create_app(settings)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
-
-
-def persisted(settings: Settings) -> list[tuple[str, str, str]]:
-    path = settings.database_url.split(":///", 1)[1]
-    with sqlite3.connect(path) as conn:
-        return conn.execute(
-            "SELECT user_message, assistant_message, model_used FROM turns ORDER BY id"
-        ).fetchall()
+    async with served(settings) as client:
+        yield client
 
 
 async def stream(client: httpx.AsyncClient, body: dict[str, Any]) -> list[tuple[str, Any]]:
-    async with aconnect_sse(client, "POST", "/api/chat/message/stream", json=body) as source:
-        assert source.response.status_code == 200
-        return [(e.event, json.loads(e.data)) async for e in source.aiter_sse()]
+    return await sse_events(client, body)
 
 
 async def ask(client: httpx.AsyncClient, *, streamed: bool) -> dict[str, Any]:
