@@ -18,9 +18,17 @@ from sqlalchemy import text
 
 from agent_server.api.app import create_app
 from agent_server.persistence.db import create_engine
-from tests.agent_protocol.conftest import GRAPH_ID, ask, ours_only, ours_settings
+from tests.agent_protocol.conftest import (
+    FAST_MODEL,
+    FAST_REPLY,
+    GRAPH_ID,
+    ask,
+    ours_only,
+    ours_settings,
+)
 from tests.conftest import ALICE, auth
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import text as reply
 from tests.support.postgres import temporary_database
 from tests.support.servers import serve_in_thread
 
@@ -131,6 +139,37 @@ async def test_history_follows_the_branch_after_an_edit_and_back(server: Server)
         ("D", "B"),
         ("E", "D"),
     ]
+
+
+async def test_a_regenerated_answer_is_stored_as_a_turn_of_its_own(
+    server: Server, upstream: FakeUpstream
+) -> None:
+    """"Regenerate" (Agent Chat UI) / "re-run from here" (Studio): a run with no input
+    from the checkpoint before the model answered B. B's first answer is stored under
+    B's message id; the new answer must be stored too, and history must show it."""
+    async with server.sdk() as sdk:
+        tid = (await sdk.threads.create())["thread_id"]
+        await sdk.runs.wait(tid, GRAPH_ID, input=ask("A"))
+        await sdk.runs.wait(tid, GRAPH_ID, input=ask("B"))
+        history = await sdk.threads.get_history(tid, limit=100)
+        before_answer = next(
+            s for s in history if s["next"] == ["model"] and human_contents(s) == ["A", "B"]
+        )
+        upstream.script(FAST_MODEL, reply("a second answer"))
+        values = await sdk.runs.wait(
+            tid, GRAPH_ID, input=None, checkpoint=without_thread_id(before_answer["checkpoint"])
+        )
+        assert values["messages"][-1]["content"] == "a second answer"
+        # Next, a plain run continues from the regenerated answer.
+        await sdk.runs.wait(tid, GRAPH_ID, input=ask("C"))
+    async with server.rest() as rest:
+        turns = (await rest.get(f"/api/chat/history/{tid}")).json()["turns"]
+    assert [(t["user_message"], t["response"]) for t in turns] == [
+        ("A", FAST_REPLY),
+        ("B", "a second answer"),
+        ("C", FAST_REPLY),
+    ]
+    assert await server.parents(tid) == [("A", ""), ("B", "A"), ("B", "A"), ("C", "B")]
 
 
 async def test_editing_the_first_message_starts_a_root(server: Server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
+from agent_server.graph.state import TURN_ID_MAX, retake_turn_id, turn_message_id
 from agent_server.graph.unstored import unstored_messages
 
 
@@ -59,3 +60,27 @@ def test_a_stored_turn_missing_from_the_state_keeps_everything_but_the_tail() ->
     state = [*_turn("x"), HumanMessage(content="new", id="t9")]
     assert unstored_messages(state, {"turn_id": "gone"}) == []
     assert unstored_messages([], {"turn_id": "t1"}) == []
+
+
+def test_a_retake_turn_is_matched_to_the_message_it_answered() -> None:
+    """A regenerated answer is stored as `<message id>:retake:<run>`; the messages after
+    it are still judged from it, as after any stored turn."""
+    stored = retake_turn_id("h1", "3cf9a9a3-75a4-45e6-ad47-263cdf4b298a")
+    assert stored == "h1:retake:3cf9a9a3"
+    assert turn_message_id(stored) == "h1"
+    ghost = AIMessage("a failed turn's reply", id="a2")
+    messages = [
+        HumanMessage("one", id="h1"),
+        AIMessage("answer", id="a1"),
+        HumanMessage("lost", id="h2"),
+        ghost,
+        HumanMessage("now", id="h3"),
+    ]
+    assert [m.id for m in unstored_messages(messages, {"turn_id": stored})] == ["h2", "a2"]
+
+
+def test_a_retake_of_a_long_message_id_still_fits_the_column() -> None:
+    run_id = "3cf9a9a3-75a4-45e6-ad47-263cdf4b298a"
+    assert retake_turn_id("m" * 49, run_id) == run_id  # 49 + 8 + 8 > 64
+    fitting = retake_turn_id("m" * 48, run_id)
+    assert len(fitting) == TURN_ID_MAX and turn_message_id(fitting) == "m" * 48

@@ -182,6 +182,32 @@ class RunFlags:
     """The state is exactly what the run must see (a fork from a checkpoint, a resume,
     a temporary thread holding the client's own conversation): nothing is restored
     from SQL and nothing before the current message is taken for a failed turn."""
+    retake: str | None = None
+    """Set (to the run's id) when the run answers again a message already in the state
+    (no input, no command: Studio's and Agent Chat UI's "regenerate" / "re-run from
+    here"): an earlier run may have stored a turn under that message's id, so this
+    answer is stored under a turn id of its own (`retake_turn_id`)."""
+
+
+RETAKE = ":retake:"
+"""Joins a message id and a run id into the id of a turn that re-answers the message."""
+
+
+TURN_ID_MAX = 64
+"""`turns.turn_id` is a String(64) (PostgreSQL enforces it)."""
+
+
+def retake_turn_id(message_id: str, run_id: str) -> str:
+    """`<message id>:retake:<8 hex of the run>` (a uuid message id leaves room); for a
+    longer message id, the run id alone: that turn is then not matched to its message
+    (`graph/unstored.py` keeps what it cannot judge), but it is stored."""
+    turn_id = f"{message_id}{RETAKE}{run_id.replace('-', '')[:8]}"
+    return turn_id if len(turn_id) <= TURN_ID_MAX else run_id
+
+
+def turn_message_id(turn_id: str) -> str:
+    """The id of the human message a stored turn answered (a retake's too)."""
+    return turn_id.split(RETAKE, 1)[0]
 
 
 def run_flags(config: Any) -> RunFlags:

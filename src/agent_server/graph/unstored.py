@@ -22,6 +22,8 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
+from agent_server.graph.state import turn_message_id
+
 RESTORED_SUFFIXES = (":user", ":ai")
 """Ids of messages rebuilt from SQL (`graph/history.py`): stored by construction."""
 
@@ -60,7 +62,8 @@ def unstored_messages(
         if not nothing_stored:
             return tail
         return [m for m in messages[:current] if not _is_restored(m)] + tail
-    stored_at = next((i for i in humans if i < current and messages[i].id == stored_id), None)
+    stored_message = turn_message_id(str(stored_id))
+    stored_at = next((i for i in humans if i < current and messages[i].id == stored_message), None)
     if stored_at is None:
         return tail
     ends = next((i for i in humans if stored_at < i), current)

@@ -497,6 +497,8 @@ class Runs:
             # A thread with no stored turn, sent one message: anything before it is
             # left from runs that failed (as on REST).
             no_past=record.fresh_thread,
+            # No input, no command: the run answers the state's last message again.
+            retake=record.run_id if request.input is None and request.command is None else None,
         )
         graph_input: Any = Command(**request.command) if request.command else request.input
         config = self._config(record, request)

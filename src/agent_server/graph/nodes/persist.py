@@ -30,6 +30,7 @@ from agent_server.graph.state import (
     RunFlags,
     RunOptions,
     TurnSummary,
+    retake_turn_id,
     run_flags,
     turn_reset,
     zero_usage,
@@ -102,6 +103,8 @@ async def persist_turn(
     human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
     answer = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
     turn_id = (human.id if human else None) or str(uuid.uuid4())
+    if (retake := run_flags(config).retake) is not None:
+        turn_id = retake_turn_id(turn_id, retake)
     started = state.get("turn_started_at") or time.time()
     usage = state.get("usage") or zero_usage()
     summary: TurnSummary = {
