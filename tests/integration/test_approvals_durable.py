@@ -328,3 +328,29 @@ async def test_agent_protocol_bad_edit_is_a_422_then_a_good_one_resumes(
         assert "geocode:Paris" in stub.calls
         [answer] = sqlite_turns(tmp_path, thread)
         assert "Paris" in answer
+
+
+async def test_a_regenerated_turn_that_pauses_is_stored_as_a_retake_when_resumed(
+    tmp_path: Path, stub: WeatherStub
+) -> None:
+    """Regenerate (no input, from the checkpoint before the model answered) a turn that
+    was approved and stored: it pauses again, and the resume (a command, not a
+    retake itself) must still store it as a turn of its own, not skip it as the
+    message's first turn."""
+    async with server(approval_settings(tmp_path, stub)) as (http, sdk):
+        thread = (await sdk.threads.create())["thread_id"]
+        values = await sdk.runs.wait(thread, "agent", input=SEOUL)
+        await sdk.runs.wait(thread, "agent", command={"resume": approve_all(pending_of(values))})
+        assert len(sqlite_turns(tmp_path, thread)) == 1
+        history = await sdk.threads.get_history(thread, limit=100)
+        # Newest first: the last one before a model call is the turn's first.
+        before_model = [s for s in history if s["next"] == ["model"]][-1]
+        checkpoint = {k: v for k, v in before_model["checkpoint"].items() if k != "thread_id"}
+        values = await sdk.runs.wait(thread, "agent", input=None, checkpoint=checkpoint)
+        [call] = pending_of(values)
+        await sdk.runs.wait(thread, "agent", command={"resume": approve_all([call])})
+        assert len(sqlite_turns(tmp_path, thread)) == 2
+        r = await http.get(f"/api/chat/history/{thread}")
+        [turn] = r.json()["turns"]
+        assert ":retake:" in turn["turn_id"] and "12.3" in turn["response"]
+        assert [a["action"] for a in turn["approvals"]] == ["approve"]

@@ -127,14 +127,36 @@ def current_turn_id(messages: Sequence[BaseMessage]) -> str | None:
     return next((m.id for m in reversed(messages) if isinstance(m, HumanMessage)), None)
 
 
-def record_options(options: RunOptions, turn_id: str | None) -> dict[str, Any]:
+def record_options(
+    options: RunOptions, turn_id: str | None, retake: str | None = None
+) -> dict[str, Any]:
     """`options` as the state keeps them (plain lists: the checkpoint serialiser turns
-    tuples into lists anyway), tagged with the turn they belong to."""
+    tuples into lists anyway), tagged with the turn they belong to, and the retake
+    (`RunFlags.retake`) the turn is, so a resume after a pause stores it as one."""
     record: dict[str, Any] = {f.name: getattr(options, f.name) for f in fields(RunOptions)}
     for name in _TUPLE_OPTIONS:
         if record[name] is not None:
             record[name] = list(record[name])
-    return {"turn": turn_id, "options": record}
+    return {"turn": turn_id, "options": record, "retake": retake}
+
+
+def _own_record(state: AgentState) -> dict[str, Any] | None:
+    stored = state.get("turn_options")
+    if isinstance(stored, dict) and stored.get("turn") == current_turn_id(
+        state.get("messages") or []
+    ):
+        return stored
+    return None
+
+
+def turn_retake(state: AgentState, flags: RunFlags) -> str | None:
+    """The run id this turn is a retake of: the run's own flag, else the one the
+    turn's first run recorded (a regenerate that paused for approval and resumed)."""
+    if flags.retake is not None:
+        return flags.retake
+    record = _own_record(state)
+    retake = record.get("retake") if record is not None else None
+    return str(retake) if retake else None
 
 
 def turn_options(state: AgentState, context: RunOptions | None) -> RunOptions:
@@ -142,12 +164,8 @@ def turn_options(state: AgentState, context: RunOptions | None) -> RunOptions:
     for this very turn (a resume after a pause, on any surface, gets its first run's
     options back), else the run's context. A stale record (a turn that failed before
     the persist node reset it) belongs to another message and is ignored."""
-    stored = state.get("turn_options")
-    if (
-        isinstance(stored, dict)
-        and isinstance(stored.get("options"), dict)
-        and stored.get("turn") == current_turn_id(state.get("messages") or [])
-    ):
+    stored = _own_record(state)
+    if stored is not None and isinstance(stored.get("options"), dict):
         values = {k: v for k, v in stored["options"].items() if k in PUBLIC_CONTEXT}
         for name in _TUPLE_OPTIONS:
             if values.get(name) is not None:

@@ -26,6 +26,7 @@ from agent_server.graph.state import (
     record_options,
     run_flags,
     turn_options,
+    turn_retake,
 )
 from agent_server.graph.trim import select_context
 from agent_server.graph.unstored import unstored_messages
@@ -107,5 +108,7 @@ async def call_model(
         "degraded": state.get("degraded", False) or call.degraded,
         "model_returned_at": time.time(),
         # What this turn runs with, for a resume after a pause to read back.
-        "turn_options": record_options(options, current_turn_id(messages)),
+        "turn_options": record_options(
+            options, current_turn_id(messages), turn_retake(state, flags)
+        ),
     }

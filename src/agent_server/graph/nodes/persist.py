@@ -33,6 +33,7 @@ from agent_server.graph.state import (
     retake_turn_id,
     run_flags,
     turn_reset,
+    turn_retake,
     zero_usage,
 )
 from agent_server.graph.trim import stale_messages
@@ -103,7 +104,7 @@ async def persist_turn(
     human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
     answer = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
     turn_id = (human.id if human else None) or str(uuid.uuid4())
-    if (retake := run_flags(config).retake) is not None:
+    if (retake := turn_retake(state, run_flags(config))) is not None:
         turn_id = retake_turn_id(turn_id, retake)
     started = state.get("turn_started_at") or time.time()
     usage = state.get("usage") or zero_usage()
