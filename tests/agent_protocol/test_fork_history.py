@@ -144,7 +144,7 @@ async def test_history_follows_the_branch_after_an_edit_and_back(server: Server)
 async def test_a_regenerated_answer_is_stored_as_a_turn_of_its_own(
     server: Server, upstream: FakeUpstream
 ) -> None:
-    """"Regenerate" (Agent Chat UI) / "re-run from here" (Studio): a run with no input
+    """ "Regenerate" (Agent Chat UI) / "re-run from here" (Studio): a run with no input
     from the checkpoint before the model answered B. B's first answer is stored under
     B's message id; the new answer must be stored too, and history must show it."""
     async with server.sdk() as sdk:
