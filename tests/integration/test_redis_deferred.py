@@ -7,7 +7,7 @@ block's end, and a server that lost the scripts gets them again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,16 +21,7 @@ from tests.support.redis import unique_prefix
 from tests.support.redis_server import (
     Traffic,
     counting_client,
-    redis_server,
-    require_redis_binaries,
 )
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    require_redis_binaries()
-    with redis_server() as port:
-        yield port
 
 
 @pytest.fixture

@@ -25,15 +25,7 @@ from redis.asyncio import Redis
 from agent_server.persistence.redis_known import KnownCheckpoint, KnownLatest
 from agent_server.persistence.redis_saver import AsyncRedisSaver
 from tests.support.redis import delete_prefix, unique_prefix
-from tests.support.redis_server import redis_server, require_redis_binaries
 from tests.support.thread_writer import ThreadWriter
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    require_redis_binaries()
-    with redis_server() as port:
-        yield port
 
 
 @pytest.fixture

@@ -45,19 +45,10 @@ from tests.support.redis_server import (
     Traffic,
     counting_client,
     free_port,
-    redis_server,
-    require_redis_binaries,
 )
 from tests.support.thread_writer import ThreadWriter
 
 # --- fixtures and helpers --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    require_redis_binaries()
-    with redis_server() as port:
-        yield port
 
 
 @pytest.fixture

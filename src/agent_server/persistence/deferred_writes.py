@@ -18,7 +18,11 @@ within `group_commit.DEFER_SECONDS` even if the run lasts longer.
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -31,3 +35,23 @@ def deferred_writes(saver: Any, thread_id: str) -> contextlib.AbstractAsyncConte
     if isinstance(saver, DeferringSaver):
         return saver.deferred(thread_id)
     return contextlib.nullcontext()
+
+
+@contextlib.asynccontextmanager
+async def deferral(
+    thread_id: str, begin: Callable[[], None], end: Callable[[], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """What a deferring saver's `deferred` does around its own bookkeeping: `begin()`,
+    the block, then `end()` (send what the block wrote; raise a write's failure). A
+    block that fails still gets `end()` (Studio shows a failed run's steps), and its
+    own error wins over a write's, which is logged."""
+    begin()
+    try:
+        yield
+    except BaseException:
+        try:
+            await end()
+        except Exception:
+            log.warning("checkpoints of failed work on %s not stored", thread_id)
+        raise
+    await end()

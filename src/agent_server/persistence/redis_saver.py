@@ -49,10 +49,9 @@ The saver is async-only: the sync methods raise `NotImplementedError`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from operator import itemgetter
 from typing import Any
 
@@ -75,6 +74,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_server.persistence.deferred_writes import deferral
 from agent_server.persistence.group_commit import DEFER_SECONDS
 from agent_server.persistence.redis_keys import (
     COPY_IN,
@@ -102,8 +102,6 @@ from agent_server.persistence.redis_keys import (
 )
 from agent_server.persistence.redis_known import KnownCheckpoint, KnownLatest
 from agent_server.persistence.redis_time import redis_wait
-
-log = logging.getLogger(__name__)
 
 RedisClient = Redis | RedisCluster
 DEFAULT_KNOWN_LATEST_BYTES = 32 * 1024 * 1024
@@ -490,33 +488,27 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         except NoScriptError:
             return await self._execute("EVAL", script.source, len(keys), *keys, *args)
 
-    @asynccontextmanager
-    async def deferred(self, thread_id: str) -> AsyncIterator[None]:
+    def deferred(self, thread_id: str) -> AbstractAsyncContextManager[None]:
         """Queue `thread_id`'s writes until the block ends, then send them in one
-        pipeline; a write that failed raises here. A block that fails still sends
-        what it wrote (Studio shows a failed run's steps)."""
-        queue = self._deferred.setdefault(str(thread_id), _Deferred())
-        queue.depth += 1
-        try:
-            yield
-        except BaseException:
-            try:
-                await self._undefer(str(thread_id), queue)
-            except Exception:
-                log.warning("checkpoints of failed work on %s not stored", thread_id)
-            raise
-        await self._undefer(str(thread_id), queue)
+        pipeline; a write that failed raises there (`deferred_writes.py`)."""
+        tid = str(thread_id)
+        queue = self._deferred.setdefault(tid, _Deferred())
 
-    async def _undefer(self, thread_id: str, queue: _Deferred) -> None:
-        queue.depth -= 1
-        if queue.depth <= 0 and self._deferred.get(thread_id) is queue:
-            del self._deferred[thread_id]
-            if queue.timer is not None:
-                queue.timer.cancel()
-        await self._send(thread_id, queue)
-        if queue.failure is not None:
-            failure, queue.failure = queue.failure, None
-            raise failure
+        def begin() -> None:
+            queue.depth += 1
+
+        async def end() -> None:
+            queue.depth -= 1
+            if queue.depth <= 0 and self._deferred.get(tid) is queue:
+                del self._deferred[tid]
+                if queue.timer is not None:
+                    queue.timer.cancel()
+            await self._send(tid, queue)
+            if queue.failure is not None:
+                failure, queue.failure = queue.failure, None
+                raise failure
+
+        return deferral(tid, begin, end)
 
     async def _write(
         self, thread_id: str, script: Script, keys: list[str], args: list[Any]

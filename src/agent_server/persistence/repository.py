@@ -447,14 +447,8 @@ class TranscriptRepository:
         return found[0] if found else None
 
     async def list_turns(self, session_id: str, *, limit: int, offset: int = 0) -> list[TurnRecord]:
-        """Oldest first, so a client can render the conversation as returned."""
-        stmt = (
-            select(TurnRow)
-            .where(TurnRow.session_id == session_id)
-            .order_by(TurnRow.id)
-            .limit(limit)
-            .offset(offset)
-        )
+        """Every stored turn, every branch, oldest first."""
+        stmt = _turn_page(session_id, limit=limit, offset=offset)
         return await self._read(lambda conn: _turn_records(conn, stmt))
 
     async def recent_turns(self, session_id: str, *, limit: int) -> list[TurnRecord]:
@@ -492,13 +486,7 @@ class TranscriptRepository:
         to the branch. `as_of` is when the state naming `head` was written
         (`branches.choose_head`). A session that never forked costs one light
         statement (id, turn_id, parent, time) more than `list_turns`, in the same hop."""
-        page = (
-            select(TurnRow)
-            .where(TurnRow.session_id == session_id)
-            .order_by(TurnRow.id)
-            .limit(limit)
-            .offset(offset)
-        )
+        page = _turn_page(session_id, limit=limit, offset=offset)
 
         def work(conn: Connection) -> list[TurnRecord]:
             links = _links(conn, session_id)
@@ -529,6 +517,17 @@ def _links(conn: Connection, session_id: str) -> list[branches.TurnLink]:
         branches.TurnLink(row.id, row.turn_id, row.parent_turn_id, _aware(row.created_at))
         for row in rows
     ]
+
+
+def _turn_page(session_id: str, *, limit: int, offset: int) -> Any:
+    """A session's turns in id order (all branches), one page."""
+    return (
+        select(TurnRow)
+        .where(TurnRow.session_id == session_id)
+        .order_by(TurnRow.id)
+        .limit(limit)
+        .offset(offset)
+    )
 
 
 def _by_ids(ids: list[int]) -> Any:

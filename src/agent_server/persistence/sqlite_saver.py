@@ -24,8 +24,8 @@ read, delete and copy first waits for the writes accepted before it.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -45,25 +45,12 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from agent_server.persistence.deferred_writes import deferral
 from agent_server.persistence.group_commit import GroupCommit, Row
-
-log = logging.getLogger(__name__)
 
 TRACKED_THREADS = 10_000
 """Threads whose write count since their last prune is remembered. A thread that
 falls out starts counting again: pruned later, never wrongly."""
-
-_CUTOFF = (
-    "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
-    "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET ?"
-)
-_DELETE_WRITES = (
-    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id < ?"
-)
-_DELETE_CHECKPOINTS = (
-    "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id < ?"
-)
-
 
 # The same statements as `AsyncSqliteSaver.aput` / `aput_writes`.
 _PUT_CHECKPOINT = (
@@ -76,9 +63,9 @@ _WRITE_COLUMNS = (
 )
 _PUT_WRITES_REPLACE = f"INSERT OR REPLACE {_WRITE_COLUMNS}"
 _PUT_WRITES_IGNORE = f"INSERT OR IGNORE {_WRITE_COLUMNS}"
-# A prune inside a write's transaction: the cutoff as a subquery (NULL, so nothing
-# deleted, while the thread holds `keep` or fewer). Writes first: they need the
-# checkpoints' cutoff.
+# A prune (alone, or inside a write's transaction): the cutoff as a subquery (NULL,
+# so nothing deleted, while the thread holds `keep` or fewer). Writes first: they
+# need the checkpoints' cutoff.
 _CUTOFF_SUBQUERY = (
     "(SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
     "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET ?)"
@@ -91,6 +78,12 @@ _PRUNE_CHECKPOINTS = (
     "DELETE FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
     f"AND checkpoint_id < {_CUTOFF_SUBQUERY}"
 )
+
+
+def _cutoff(thread_id: str, checkpoint_ns: str, keep: int) -> tuple[str, str, str, str, int]:
+    """The parameters of `_PRUNE_WRITES` / `_PRUNE_CHECKPOINTS`."""
+    return (thread_id, checkpoint_ns, thread_id, checkpoint_ns, keep - 1)
+
 
 _RUN_CHECKPOINTS = (
     "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints "
@@ -145,28 +138,20 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
             finally:
                 await saver._commits.drain()
 
-    @asynccontextmanager
-    async def deferred(self, thread_id: str) -> AsyncIterator[None]:
+    def deferred(self, thread_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         """`thread_id`'s writes commit in the background until the block ends, then
-        all at once; a write that failed raises here (`deferred_writes.py`). A block
-        that fails still commits what it wrote (Studio shows a failed run's steps)."""
-        self._deferred[thread_id] += 1
-        try:
-            yield
-        except BaseException:
-            self._undefer(thread_id)
-            try:
-                await self._commits.flush(thread_id)
-            except Exception:
-                log.warning("checkpoints of failed work on %s not stored", thread_id)
-            raise
-        self._undefer(thread_id)
-        await self._commits.flush(thread_id)
+        all at once; a write that failed raises there (`deferred_writes.py`)."""
 
-    def _undefer(self, thread_id: str) -> None:
-        self._deferred[thread_id] -= 1
-        if self._deferred[thread_id] <= 0:
-            del self._deferred[thread_id]
+        def begin() -> None:
+            self._deferred[thread_id] += 1
+
+        async def end() -> None:
+            self._deferred[thread_id] -= 1
+            if self._deferred[thread_id] <= 0:
+                del self._deferred[thread_id]
+            await self._commits.flush(thread_id)
+
+        return deferral(thread_id, begin, end)
 
     async def _write(self, thread_id: str, statements: list[tuple[str, list[Row]]]) -> None:
         if thread_id in self._deferred:
@@ -227,7 +212,7 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
             key = (thread_id, str(checkpoint_ns))
             writes = self._writes_since_prune.get(key, 0) + 1
             if writes >= self.every:
-                cutoff = (*key, *key, self.keep - 1)
+                cutoff = _cutoff(*key, self.keep)
                 statements += [(_PRUNE_WRITES, [cutoff]), (_PRUNE_CHECKPOINTS, [cutoff])]
                 writes = 0
             self._writes_since_prune[key] = writes
@@ -279,14 +264,10 @@ class BoundedSqliteSaver(AsyncSqliteSaver):
             return 0
         await self.setup()
         await self._commits.settled()
+        cutoff = _cutoff(thread_id, checkpoint_ns, keep)
         async with self.lock:
-            async with self.conn.execute(_CUTOFF, (thread_id, checkpoint_ns, keep - 1)) as cursor:
-                row = await cursor.fetchone()
-            if row is None:  # `keep` or fewer
-                return 0
-            cutoff = (thread_id, checkpoint_ns, row[0])
-            await self.conn.execute(_DELETE_WRITES, cutoff)
-            async with self.conn.execute(_DELETE_CHECKPOINTS, cutoff) as cursor:
+            await self.conn.execute(_PRUNE_WRITES, cutoff)
+            async with self.conn.execute(_PRUNE_CHECKPOINTS, cutoff) as cursor:
                 deleted = cursor.rowcount
             await self.conn.commit()
         return deleted

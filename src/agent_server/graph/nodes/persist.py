@@ -103,8 +103,9 @@ async def persist_turn(
     messages = state.get("messages", [])
     human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
     answer = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    flags = run_flags(config)
     turn_id = (human.id if human else None) or str(uuid.uuid4())
-    if (retake := turn_retake(state, run_flags(config))) is not None:
+    if (retake := turn_retake(state, flags)) is not None:
         turn_id = retake_turn_id(turn_id, retake)
     started = state.get("turn_started_at") or time.time()
     usage = state.get("usage") or zero_usage()
@@ -125,7 +126,6 @@ async def persist_turn(
     metadata = dict(configurable.get("turn_metadata") or {})
     if approvals := state.get("approvals"):
         metadata["approvals"] = list(approvals)
-    flags = run_flags(config)
     parent = known_parent(state.get("last_turn"), messages, turn_id, flags)
     if parent is None:
         parent = await deps.transcript.newest_turn_id(session_id, other_than=turn_id) or ROOT
