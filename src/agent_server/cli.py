@@ -29,29 +29,38 @@ async def _check_safe(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> int:
-    from agent_server.api.app import create_app
     from agent_server.api.auth import UnsafeConfiguration
     from agent_server.api.http_limits import bounded_http_protocol
+    from agent_server.api.workers import WorkersNeedRedis, check_workers, serve_workers
 
     configure_logging(settings)
     try:
+        check_workers(settings)
         asyncio.run(_check_safe(settings))
-    except UnsafeConfiguration as exc:
+    except (UnsafeConfiguration, WorkersNeedRedis) as exc:
         print(f"agent-server: {exc}", file=sys.stderr)
         return 2
+    options = {
+        "log_level": settings.log_level.lower(),
+        "log_config": None,  # ours (structlog) stays in charge
+        "proxy_headers": True,
+        # httptools with MAX_HEADER_BYTES/MAX_HEADERS/HEADER_TIMEOUT_SECONDS enforced in
+        # the parser, before the head is buffered.
+        "http": bounded_http_protocol(settings),
+        # SIGTERM: stop accepting, give running turns the grace period (streams end
+        # themselves with `shutting_down` at its end), then close what is left.
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds + 5,
+    }
+    if settings.workers > 1:
+        serve_workers(settings, **options)
+        return 0
+    from agent_server.api.app import create_app
+
     uvicorn.run(
         create_app(settings, own_process=True),
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # ours (structlog) stays in charge
-        proxy_headers=True,
-        # httptools with MAX_HEADER_BYTES/MAX_HEADERS/HEADER_TIMEOUT_SECONDS enforced in the
-        # parser, before the head is buffered.
-        http=bounded_http_protocol(settings),
-        # SIGTERM: stop accepting, give running turns the grace period (streams end
-        # themselves with `shutting_down` at its end), then close what is left.
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds + 5,
+        **options,
     )
     return 0
 
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="run the HTTP server")
     serve_cmd.add_argument("--host", help="overrides HOST")
     serve_cmd.add_argument("--port", type=int, help="overrides PORT")
+    serve_cmd.add_argument("--workers", type=int, help="overrides WORKERS")
     keys_cmd = commands.add_parser("keys", help="manage API keys")
     keys = keys_cmd.add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key and print it (once)")
@@ -214,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        given = (("host", args.host), ("port", args.port), ("workers", args.workers))
+        overrides = {k: v for k, v in given if v is not None}
         return serve(Settings(**overrides))
     if args.command == "chat":
         return _chat(args)

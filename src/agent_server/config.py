@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     """On SIGTERM, running turns get this long to finish; streams still open after
     it end with an `error` event `shutting_down`."""
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes `agent-server serve` runs on the one port (uvicorn's workers).
+    More than one needs `REDIS_URL`: run slots, run events and checkpoints must be
+    shared, and only Redis shares them between processes. See `api/workers.py`."""
     gc_gen0_threshold: int = Field(50_000, ge=0)
     """Allocations between young-generation garbage collections once the server is up
     (Python's default is 700); 0 keeps Python's defaults. See `agent_server/gc_tuning.py`."""

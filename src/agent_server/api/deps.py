@@ -40,15 +40,17 @@ async def rate_limit(request: Request, principal: Principal) -> None:
     await request.app.state.limiter.hit(principal)
 
 
-def get_service(request: Request) -> Turns:
+# The getters below are `async def` though they never await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop (and its CPU) on every request.
+async def get_service(request: Request) -> Turns:
     return request.app.state.service
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-def get_documents(request: Request) -> DocumentStore:
+async def get_documents(request: Request) -> DocumentStore:
     return request.app.state.resources.documents
 
 

@@ -34,8 +34,10 @@ parsed headers under any server, but only the parser limit protects memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -68,8 +70,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_headers: int = _DEFAULTS["max_headers"].default
     header_timeout_seconds: float = _DEFAULTS["header_timeout_seconds"].default
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_header_bytes: int | None = None,
+        max_headers: int | None = None,
+        header_timeout_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if max_header_bytes is not None:
+            self.max_header_bytes = max_header_bytes
+        if max_headers is not None:
+            self.max_headers = max_headers
+        if header_timeout_seconds is not None:
+            self.header_timeout_seconds = header_timeout_seconds
         self._in_head = True
         self._head_bytes = 0
         self._head_tail = b""
@@ -187,11 +202,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
 
 
-def bounded_http_protocol(settings: Settings) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's `http=` with the configured limits."""
-    limits = {
-        "max_header_bytes": settings.max_header_bytes,
-        "max_headers": settings.max_headers,
-        "header_timeout_seconds": settings.header_timeout_seconds,
-    }
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), limits)
+def bounded_http_protocol(settings: Settings) -> Callable[..., HttpToolsProtocol]:
+    """The protocol factory for uvicorn's `http=` with the configured limits: a
+    `functools.partial` of the class, which pickles (uvicorn sends its config to each
+    worker process), where a class made on the fly would not."""
+    return functools.partial(
+        BoundedHttpToolsProtocol,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_seconds=settings.header_timeout_seconds,
+    )

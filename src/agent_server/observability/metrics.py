@@ -10,7 +10,10 @@ them with its `MultiProcessCollector`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +26,7 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_PID_FILE = re.compile(r"_(\d+)\.db$")
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
@@ -92,8 +96,35 @@ class Metrics:
         )
 
     def exposition(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            forget_dead_processes(Path(directory))
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def forget_dead_processes(directory: Path) -> list[int]:
+    """Drop the live gauges (`agent_active_runs`, `agent_open_streams`) of worker
+    processes that are gone: a worker killed mid-run never says so, and
+    prometheus-client would keep adding its last value to every scrape. Returns the
+    pids forgotten. (A pid reused by another process keeps its files: it is alive.)"""
+    dead: set[int] = set()
+    for file in directory.glob("gauge_live*_*.db"):
+        match = _PID_FILE.search(file.name)
+        if match is not None and not _alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker's scrape was first
+            multiprocess.mark_process_dead(pid, str(directory))
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True

@@ -24,7 +24,8 @@ class AgentProtocol:
     """The run core (`runs.runs.Runs`) once the run routes are mounted."""
 
 
-def get_surface(request: Request) -> AgentProtocol:
+async def get_surface(request: Request) -> AgentProtocol:
+    """`async` so that FastAPI calls it inline, not in its thread pool."""
     return request.app.state.agent_protocol
 
 

@@ -50,7 +50,8 @@ NEW_SESSION = "new"
 STREAM_MODES = ("messages", "custom", "updates")
 
 
-def get_runs(request: Request) -> Runs:
+async def get_runs(request: Request) -> Runs:
+    """`async` so that FastAPI calls it inline, not in its thread pool."""
     return request.app.state.runs
 
 
