@@ -22,6 +22,8 @@ from bench import servers
 from bench.common import EXPECTED, MESSAGE, TurnFn, Workload, cpu_seconds, drive, run_async
 
 HTTP_TIMEOUT_SECONDS = 60.0
+BENCH_WORKERS = 2
+"""`WORKERS` of the `redis_workers` variant: one process per core of the 2-core bench box."""
 
 
 def client(url: str, concurrency: int) -> httpx.AsyncClient:
@@ -107,11 +109,13 @@ def variant_server(
     with contextlib.ExitStack() as stack:
         overrides: dict[str, str] = {}
         prefix: str | None = None
-        if variant in ("redis", "redis_postgres"):
+        if variant in ("redis", "redis_postgres", "redis_workers"):
             if (why := servers.redis_available(redis_url)) is not None:
                 raise LookupError(f"Redis unreachable at {redis_url}: {why}")
             prefix = stack.enter_context(servers.redis_prefix(redis_url))
             overrides.update({"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix})
+        if variant == "redis_workers":  # every core: `WORKERS` processes on the one port
+            overrides["WORKERS"] = str(BENCH_WORKERS)
         if variant == "redis_postgres":
             if (why := servers.postgres_available()) is not None:
                 raise LookupError(f"PostgreSQL unreachable: {why}")

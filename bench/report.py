@@ -28,6 +28,13 @@ VARIANT_LABELS = {
     "embedded": "HTTP, embedded (SQLite)",
     "redis": "HTTP, Redis",
     "redis_postgres": "HTTP, Redis + Postgres",
+    "redis_workers": "HTTP, Redis, 2 workers",
+}
+SHORT_LABELS = {
+    "embedded": "emb",
+    "redis": "redis",
+    "redis_postgres": "r+pg",
+    "redis_workers": "r 2w",
 }
 
 
@@ -421,8 +428,7 @@ def _turns_panel(ax: Any, summary: dict[str, Any]) -> None:
         for variant, facts in http.items():
             for row in facts.get("rows", []):
                 if row["workload"] == workload:
-                    short = {"embedded": "emb", "redis": "redis", "redis_postgres": "r+pg"}
-                    labels.append(f"{short.get(variant, variant)} c={row['concurrency']}")
+                    labels.append(f"{SHORT_LABELS.get(variant, variant)} c={row['concurrency']}")
                     values.append(row["turns_per_s"])
                     colors.append(palette[workload])
     ax.bar(range(len(values)), values, color=colors)

@@ -65,7 +65,7 @@ class Plan:
     many_variant: str = "embedded"
     checkpointer_pairs: int = 2000
     peer_concurrencies: list[int] = field(default_factory=lambda: [1, 50])
-    ap_variants: list[str] = field(default_factory=lambda: ["embedded", "redis"])
+    ap_variants: list[str] = field(default_factory=lambda: ["embedded", "redis", "redis_workers"])
     ap_concurrencies: list[int] = field(default_factory=lambda: [1, 50])
     ap_peer: bool = False
     """`langgraph dev` in the ap section too (`--peer`)."""
@@ -115,10 +115,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--warmup", type=float, help="warm-up seconds before each measurement")
     parser.add_argument("--concurrency", type=_ints, help="HTTP concurrencies, e.g. 1,8,32")
     parser.add_argument(
-        "--variants", type=_names, help="HTTP variants out of embedded,redis,redis_postgres"
+        "--variants",
+        type=_names,
+        help="HTTP variants out of embedded,redis,redis_postgres,redis_workers",
     )
     parser.add_argument(
-        "--ap-variants", type=_names, help="ap section's server variants out of embedded,redis"
+        "--ap-variants",
+        type=_names,
+        help="ap section's server variants out of embedded,redis,redis_workers",
     )
     parser.add_argument(
         "--ap-concurrency", type=_ints, help="ap section's concurrencies, e.g. 1,50"

@@ -70,7 +70,7 @@ def test_quick_bench_runs_every_section(tmp_path: Path) -> None:
     assert all(row["pairs"] > 0 for row in checkpointer.values())
     # The Agent Protocol section: langgraph_sdk runs.wait / runs.stream beside REST.
     ap = summary["ap"]["variants"]
-    assert set(ap) == {"embedded", "redis"}
+    assert set(ap) == {"embedded", "redis", "redis_workers"}
     for variant in ap.values():
         rows = variant["rows"]
         assert {r["client"] for r in rows} == {"rest", "runs.wait", "runs.stream", "runs.wait exit"}
