@@ -33,7 +33,7 @@ from agent_server.runs.budget import token_budget
 from agent_server.runs.core import open_run_core
 from agent_server.runs.runs import RunRequest, Runs
 from tests.conftest import make_settings
-from tests.support.fake_upstream import FakeUpstream, fake_upstream, text
+from tests.support.fake_upstream import FakeUpstream, fail, fake_upstream, text
 from tests.support.redis import delete_prefix, require_redis, unique_prefix
 
 MODEL = "fake/model"
@@ -311,3 +311,48 @@ async def test_runs_reserve_the_daily_budget_before_any_model_call(
         again = await core.runs.create(ALICE, await new_thread(core), small)
         await core.runs.wait(ALICE, again.thread_id, again.run_id)
         assert len(upstream.requests) == 2
+
+
+async def test_a_wait_on_the_executing_replica_answers_as_one_on_another(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Replica a executes; its own wait answers from memory, b's reads the log and the
+    store: the same values, the same `__error__`, and a stranger still gets a 404."""
+    url = require_redis()
+    prefix = unique_prefix("runs-wait")
+    upstream.reset()
+    database = tmp_path / "shared.db"
+    settings = core_settings(
+        tmp_path,
+        upstream,
+        redis_url=url,
+        redis_key_prefix=prefix,
+        database_url=f"sqlite+aiosqlite:///{database}",
+    )
+    try:
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(open_core(settings, replica="a"))
+            b = await stack.enter_async_context(open_core(settings, replica="b"))
+            upstream.always(MODEL, text("both see this", first_token_latency=0.3))
+            thread = await new_thread(a)
+            run = await a.runs.create(ALICE, thread, RunRequest("agent", input=human("go")))
+            with pytest.raises(RunNotFound):
+                await a.runs.wait(BOB, thread, run.run_id)
+            here, there = await asyncio.gather(
+                a.runs.wait(ALICE, thread, run.run_id), b.runs.wait(ALICE, thread, run.run_id)
+            )
+            assert here == there and here["messages"][-1]["content"] == "both see this"
+
+            upstream.always(MODEL, fail("server_error", status=500))
+            failing = await a.runs.create(ALICE, thread, RunRequest("agent", input=human("no")))
+            here, there = await asyncio.gather(
+                a.runs.wait(ALICE, thread, failing.run_id),
+                b.runs.wait(ALICE, thread, failing.run_id),
+            )
+            assert here == there and set(here) == {"__error__"}
+            assert (
+                here["__error__"]["error"]
+                == (await b.runs.get(ALICE, thread, failing.run_id)).error["error"]
+            )
+    finally:
+        delete_prefix(url, prefix)

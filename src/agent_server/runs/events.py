@@ -21,7 +21,6 @@ Redis layout:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis, RedisCluster
 
 from agent_server.persistence.redis_time import redis_time
+from agent_server.runs.serialize import dumps, loads
 
 END = "end"
 FROM_START = ("-1", "0", "0-0")
@@ -223,7 +223,7 @@ class RedisEventLog:
     async def append(self, thread_id: str, run_id: str, event: str, data: Any) -> str:
         event_id = await self._redis.xadd(
             self._key(thread_id, run_id),
-            {"e": event, "d": json.dumps(data, default=str)},
+            {"e": event, "d": dumps(data)},
             maxlen=self._max_events,
             approximate=True,
         )
@@ -232,7 +232,7 @@ class RedisEventLog:
     async def close(self, thread_id: str, run_id: str, data: Any) -> str:
         key = self._key(thread_id, run_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"e": END, "d": json.dumps(data, default=str)})
+            pipe.xadd(key, {"e": END, "d": dumps(data)})
             pipe.pexpire(key, self._retain_ms)
             event_id, _ = await pipe.execute()
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
@@ -246,7 +246,7 @@ class RedisEventLog:
     @staticmethod
     def _event(entry_id: bytes | str, fields: dict[bytes, bytes]) -> RunEvent:
         event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        return RunEvent(event_id, fields[b"e"].decode(), json.loads(fields[b"d"]))
+        return RunEvent(event_id, fields[b"e"].decode(), loads(fields[b"d"]))
 
     async def read(
         self, thread_id: str, run_id: str, *, after: str | None, alive: Alive

@@ -153,8 +153,19 @@ class _Seen:
 @dataclass(slots=True)
 class _Execution:
     task: asyncio.Task[None]
+    thread_id: str
+    owner: str
     action: Action | None = None
     """Set when we cancel the task: what the cancel asked for."""
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the run is settled (record, `end`, slot), as its `end` event would say."""
+    status: str | None = None
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+    def settle(self, status: str, error: dict[str, Any] | None, result: Any) -> None:
+        self.status, self.error, self.result = status, error, result
+        self.ended.set()
 
 
 class Runs:
@@ -388,7 +399,7 @@ class Runs:
         task = asyncio.create_task(
             self._execute(record), name=f"run-{record.run_id}", context=unbudgeted_context()
         )
-        self._running[record.run_id] = _Execution(task)
+        self._running[record.run_id] = _Execution(task, record.thread_id, record.owner)
         self._slots.hold(record.thread_id, record.run_id)
 
     async def handoff(self, thread_id: str, run_id: str | None) -> None:
@@ -444,14 +455,16 @@ class Runs:
         request = RunRequest.from_kwargs(record.kwargs)
         thread_id, run_id = record.thread_id, record.run_id
         status, error = "success", None
+        result: dict[str, Any] | None = None
         seen = _Seen()
         self._metrics.active_runs.inc()
         try:
             await self._events.append(
                 thread_id, run_id, "metadata", {"run_id": run_id, "attempt": 1}
             )
-            result = await self._stream_graph(record, request, seen)
-            await self._store.set_result(thread_id, run_id, result)
+            values = await self._stream_graph(record, request, seen)
+            await self._store.set_result(thread_id, run_id, values)
+            result = values
         except asyncio.CancelledError:
             status = "interrupted"
         except AgentServerError as exc:
@@ -471,9 +484,13 @@ class Runs:
         finally:
             execution = self._running.get(run_id)
             action = execution.action if execution is not None else None
-            with anyio.CancelScope(shield=True):
-                # Status, `end` and the slot must be settled even when cancelled.
-                await self._finish(record, status, error, action, seen)
+            try:
+                with anyio.CancelScope(shield=True):
+                    # Status, `end` and the slot must be settled even when cancelled.
+                    await self._finish(record, status, error, action, seen)
+            finally:
+                if execution is not None:
+                    execution.settle(status, error, result)
 
     async def _stream_graph(
         self, record: RunRecord, request: RunRequest, seen: _Seen
@@ -679,8 +696,22 @@ class Runs:
     async def wait(self, principal: str, thread_id: str, run_id: str) -> dict[str, Any]:
         """Block until the run ends; its final values (`__interrupt__` when paused,
         `__error__` when it failed)."""
-        async for _ in self.stream(principal, thread_id, run_id):
-            pass
+        execution = self._running.get(run_id)
+        if execution is not None and (execution.thread_id, execution.owner) == (
+            thread_id,
+            principal,
+        ):
+            # Executing here: its outcome is in memory, so the log and the store need
+            # not be read back (five Redis round trips a `runs.wait`). Anything but a
+            # plain success or failure (a cancel, a rollback) reads the store as below.
+            await execution.ended.wait()
+            if execution.action is None and execution.status == "success":
+                return execution.result or {}
+            if execution.action is None and execution.status == "error":
+                return {"__error__": execution.error or {"error": "Error", "message": "run failed"}}
+        else:
+            async for _ in self.stream(principal, thread_id, run_id):
+                pass
         record = await self.get(principal, thread_id, run_id)
         if record.status == "error":
             return {"__error__": record.error or {"error": "Error", "message": "run failed"}}

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import OrderedDict, deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
+
+from agent_server.runs.serialize import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +84,22 @@ class RunRecord:
     def done(self) -> bool:
         return self.status in TERMINAL
 
-    def to_json(self) -> str:
-        data = asdict(self)
+    def to_json(self) -> bytes:
+        # Shallow: `asdict` deep-copies `kwargs` (the request) only to serialise it.
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}
         data["created_at"] = self.created_at.isoformat()
         data["updated_at"] = self.updated_at.isoformat()
-        return json.dumps(data, default=str)
+        return dumps(data)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> RunRecord:
-        data = json.loads(raw)
+        data = loads(raw)
         data["created_at"] = datetime.fromisoformat(data["created_at"])
         data["updated_at"] = datetime.fromisoformat(data["updated_at"])
         return cls(**data)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,13 +432,13 @@ class RedisRunStore:
     async def set_result(self, thread_id: str, run_id: str, result: Any) -> None:
         key = self._runs(thread_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, f"{run_id}:result", json.dumps(result, default=str))
+            pipe.hset(key, f"{run_id}:result", dumps(result))
             pipe.pexpire(key, self._ttl_ms)
             await pipe.execute()
 
     async def result(self, thread_id: str, run_id: str) -> Any:
         raw = await self._redis.hget(self._runs(thread_id), f"{run_id}:result")
-        return json.loads(raw) if raw else None
+        return loads(raw) if raw else None
 
     async def heartbeat(self, thread_id: str, run_id: str) -> bool:
         return bool(
