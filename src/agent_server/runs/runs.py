@@ -462,9 +462,7 @@ class Runs:
             await self._events.append(
                 thread_id, run_id, "metadata", {"run_id": run_id, "attempt": 1}
             )
-            values = await self._stream_graph(record, request, seen)
-            await self._store.set_result(thread_id, run_id, values)
-            result = values
+            result = await self._stream_graph(record, request, seen)
         except asyncio.CancelledError:
             status = "interrupted"
         except AgentServerError as exc:
@@ -487,7 +485,7 @@ class Runs:
             try:
                 with anyio.CancelScope(shield=True):
                     # Status, `end` and the slot must be settled even when cancelled.
-                    await self._finish(record, status, error, action, seen)
+                    await self._finish(record, status, error, action, seen, result)
             finally:
                 if execution is not None:
                     execution.settle(status, error, result)
@@ -585,9 +583,11 @@ class Runs:
         error: dict[str, Any] | None,
         action: Action | None,
         seen: _Seen,
+        result: dict[str, Any] | None = None,
     ) -> None:
         """Settle a run, in the order readers rely on: once a reader sees `end`, the
-        record has its status, a temporary thread is gone and the slot is free."""
+        record has its status (and `result`, its final values), a temporary thread is
+        gone and the slot is free."""
         thread_id, run_id = record.thread_id, record.run_id
         self._metrics.active_runs.dec()
         nxt = None
@@ -599,7 +599,7 @@ class Runs:
                 await self._checkpointer.adelete_for_runs([run_id])
                 await self._store.delete(thread_id, run_id)
             else:
-                await self._store.put(replace(record, status=status, error=error))  # type: ignore[arg-type]
+                await self._store.put(replace(record, status=status, error=error), result=result)  # type: ignore[arg-type]
             await self._settle(record.owner, record.reserved_tokens, seen.tokens)
             if record.metadata.get("temporary"):
                 await self._delete_thread(record.owner, thread_id)

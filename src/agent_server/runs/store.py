@@ -146,8 +146,9 @@ class RunStore(Protocol):
 
     async def get(self, thread_id: str, run_id: str) -> RunRecord | None: ...
 
-    async def put(self, record: RunRecord) -> None:
-        """Write (a new status of) a run record."""
+    async def put(self, record: RunRecord, *, result: Any = None) -> None:
+        """Write (a new status of) a run record; with `result`, the run's final values
+        in the same write (a run's end is one round trip)."""
         ...
 
     async def list(self, thread_id: str) -> list[RunRecord]:
@@ -157,8 +158,6 @@ class RunStore(Protocol):
     async def delete(self, thread_id: str, run_id: str) -> None: ...
 
     async def delete_thread(self, thread_id: str) -> None: ...
-
-    async def set_result(self, thread_id: str, run_id: str, result: Any) -> None: ...
 
     async def result(self, thread_id: str, run_id: str) -> Any: ...
 
@@ -255,8 +254,10 @@ class LocalRunStore:
     async def get(self, thread_id: str, run_id: str) -> RunRecord | None:
         return self._runs.get(thread_id, {}).get(run_id)
 
-    async def put(self, record: RunRecord) -> None:
+    async def put(self, record: RunRecord, *, result: Any = None) -> None:
         self._remember(replace(record, updated_at=now()))
+        if result is not None:
+            self._results[record.run_id] = result
 
     async def list(self, thread_id: str) -> list[RunRecord]:
         return list(reversed(self._runs.get(thread_id, {}).values()))
@@ -268,9 +269,6 @@ class LocalRunStore:
     async def delete_thread(self, thread_id: str) -> None:
         for run_id in self._runs.pop(thread_id, {}):
             self._results.pop(run_id, None)
-
-    async def set_result(self, thread_id: str, run_id: str, result: Any) -> None:
-        self._results[run_id] = result
 
     async def result(self, thread_id: str, run_id: str) -> Any:
         return self._results.get(run_id)
@@ -407,10 +405,13 @@ class RedisRunStore:
         raw = await self._redis.hget(self._runs(thread_id), run_id)
         return RunRecord.from_json(raw) if raw else None
 
-    async def put(self, record: RunRecord) -> None:
+    async def put(self, record: RunRecord, *, result: Any = None) -> None:
         key = self._runs(record.thread_id)
+        fields = {record.run_id: replace(record, updated_at=now()).to_json()}
+        if result is not None:
+            fields[f"{record.run_id}:result"] = dumps(result)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, record.run_id, replace(record, updated_at=now()).to_json())
+            pipe.hset(key, mapping=fields)
             pipe.pexpire(key, self._ttl_ms)
             await pipe.execute()
 
@@ -428,13 +429,6 @@ class RedisRunStore:
 
     async def delete_thread(self, thread_id: str) -> None:
         await self._redis.delete(self._runs(thread_id))
-
-    async def set_result(self, thread_id: str, run_id: str, result: Any) -> None:
-        key = self._runs(thread_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, f"{run_id}:result", dumps(result))
-            pipe.pexpire(key, self._ttl_ms)
-            await pipe.execute()
 
     async def result(self, thread_id: str, run_id: str) -> Any:
         raw = await self._redis.hget(self._runs(thread_id), f"{run_id}:result")
