@@ -40,7 +40,7 @@ async def saver(tmp_path: Path) -> AsyncIterator[BoundedSqliteSaver]:
 
 
 async def test_inside_the_block_writes_wait_for_nothing_and_read_back(
-    saver: BoundedSqliteSaver, tmp_path: Path
+    saver: BoundedSqliteSaver, tmp_path: Path, long_deferral: None
 ) -> None:
     path = tmp_path / "checkpoints.db"
     graph = three_step_graph(saver)
@@ -62,7 +62,7 @@ async def test_inside_the_block_writes_wait_for_nothing_and_read_back(
 
 
 async def test_the_end_of_the_block_commits_every_step_in_one_transaction(
-    saver: BoundedSqliteSaver, tmp_path: Path
+    saver: BoundedSqliteSaver, tmp_path: Path, long_deferral: None
 ) -> None:
     cached = LatestCheckpointCache(saver)  # the embedded stack: the wrapper forwards
     graph = three_step_graph(cached)  # type: ignore[arg-type]

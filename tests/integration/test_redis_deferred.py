@@ -53,7 +53,9 @@ async def checkpoints(saver: AsyncRedisSaver, thread_id: str) -> int:
 
 
 async def test_a_runs_steps_go_in_one_pipeline_at_the_end_of_its_block(
-    traffic_and_saver: tuple[Traffic, AsyncRedisSaver], replica: AsyncRedisSaver
+    traffic_and_saver: tuple[Traffic, AsyncRedisSaver],
+    replica: AsyncRedisSaver,
+    long_deferral: None,
 ) -> None:
     traffic, saver = traffic_and_saver
     graph = three_step_graph(saver)
