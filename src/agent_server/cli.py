@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from agent_server.config import Settings
 from agent_server.observability.logging import configure_logging
@@ -182,7 +183,7 @@ def _chat(args: argparse.Namespace) -> int:
     if args.url:
         url = args.url
     else:
-        settings = Settings()
+        settings = _settings()
         url = f"http://{settings.host}:{settings.port}"
     return chat_cli.run(url, session_id=args.session, api_key=args.api_key)
 
@@ -221,21 +222,41 @@ def main(argv: list[str] | None = None) -> int:
     chat_cmd.add_argument("--url", help="the server (default: http://HOST:PORT from settings)")
     chat_cmd.add_argument("--session", help="continue this session id")
     chat_cmd.add_argument("--api-key", help="sent as Authorization: Bearer")
-    args = parser.parse_args(argv)
+    return _run(parser.parse_args(argv))
 
+
+def settings_error(exc: ValidationError) -> str:
+    """One line per bad setting, named as in the environment (`WORKERS`, `PORT`...)."""
+    lines = ["agent-server: invalid settings:"]
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+        lines.append(f"  {name}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _settings(**overrides: object) -> Settings:
+    """The settings, or exit 2 naming each bad one (not a traceback)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        print(settings_error(exc), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         given = (("host", args.host), ("port", args.port), ("workers", args.workers))
         overrides = {k: v for k, v in given if v is not None}
-        return serve(Settings(**overrides))
+        return serve(_settings(**overrides))
     if args.command == "chat":
         return _chat(args)
     if args.command == "db":
-        return asyncio.run(_db(Settings(), args))
+        return asyncio.run(_db(_settings(), args))
     if args.command == "kb":
-        return asyncio.run(_kb(Settings(), args))
+        return asyncio.run(_kb(_settings(), args))
     if args.command == "models":
-        return asyncio.run(_models(Settings()))
-    return asyncio.run(_keys(Settings(), args))
+        return asyncio.run(_models(_settings()))
+    return asyncio.run(_keys(_settings(), args))
 
 
 if __name__ == "__main__":

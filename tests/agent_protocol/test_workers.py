@@ -244,3 +244,16 @@ def test_workers_without_redis_refuse_to_start(upstream: FakeUpstream, tmp_path:
     )
     assert done.returncode == 2
     assert "WORKERS=2 needs REDIS_URL" in done.stderr
+
+
+def test_a_bad_workers_value_is_a_clear_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent_server.cli", "serve", "--port", "9", "--workers", "0"],
+        env=base_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "WORKERS: Input should be greater than or equal to 1" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -42,3 +42,16 @@ def test_the_protocol_factory_pickles_with_its_limits() -> None:
 def test_workers_get_the_command_lines_host_and_port() -> None:
     settings = Settings(_env_file=None, host="0.0.0.0", port=8123)
     assert worker_environment(settings) == {"HOST": "0.0.0.0", "PORT": "8123"}
+
+
+def test_a_bad_setting_is_named_not_a_traceback() -> None:
+    from pydantic import ValidationError
+
+    from agent_server.cli import settings_error
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None, workers=0, port="x")  # type: ignore[arg-type]
+    message = settings_error(caught.value)
+    assert message.splitlines()[0] == "agent-server: invalid settings:"
+    assert "  WORKERS: Input should be greater than or equal to 1 (got 0)" in message
+    assert "  PORT: " in message and "(got 'x')" in message
