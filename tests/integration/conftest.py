@@ -23,7 +23,6 @@ def long_deferral(monkeypatch: pytest.MonkeyPatch) -> None:
     """A deferral no slow machine outlasts: a test that counts one commit (or one
     pipeline) per deferred block must not see the 50 ms timer fire in the middle of
     it (it did once under CI, on a machine running slower than usual)."""
-    from agent_server.persistence import group_commit, redis_saver
+    from agent_server.persistence import group_commit
 
-    monkeypatch.setattr(group_commit, "DEFER_SECONDS", 30.0)
-    monkeypatch.setattr(redis_saver, "DEFER_SECONDS", 30.0)
+    monkeypatch.setattr(group_commit, "DEFER_SECONDS", 30.0)  # both savers read it

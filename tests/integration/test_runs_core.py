@@ -88,6 +88,30 @@ def core_settings(tmp_path: Path, upstream: FakeUpstream, **overrides: Any) -> S
     )
 
 
+@asynccontextmanager
+async def two_replicas(
+    tmp_path: Path, upstream: FakeUpstream, name: str
+) -> AsyncIterator[tuple[Core, Core]]:
+    """Replicas a and b on one Redis prefix and one SQL file, as behind a load balancer."""
+    url = require_redis()
+    prefix = unique_prefix(name)
+    database = tmp_path / "shared.db"
+    settings = core_settings(
+        tmp_path,
+        upstream,
+        redis_url=url,
+        redis_key_prefix=prefix,
+        database_url=f"sqlite+aiosqlite:///{database}",
+    )
+    try:
+        async with AsyncExitStack() as stack:
+            a = await stack.enter_async_context(open_core(settings, replica="a"))
+            b = await stack.enter_async_context(open_core(settings, replica="b"))
+            yield a, b
+    finally:
+        delete_prefix(url, prefix)
+
+
 @pytest.fixture(params=["local", "redis"])
 async def core(request: pytest.FixtureRequest, tmp_path: Path, upstream: FakeUpstream):  # type: ignore[no-untyped-def]
     upstream.reset()
@@ -259,37 +283,22 @@ async def test_ownership_stateless_and_bad_requests(core: Core, upstream: FakeUp
 async def test_a_run_on_one_replica_is_joined_and_cancelled_from_another(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    url = require_redis()
-    prefix = unique_prefix("runs-replicas")
     upstream.reset()
     upstream.always(MODEL, text("slow words here", first_token_latency=0.3, tokens_per_second=5))
-    database = tmp_path / "shared.db"
-    settings = core_settings(
-        tmp_path,
-        upstream,
-        redis_url=url,
-        redis_key_prefix=prefix,
-        database_url=f"sqlite+aiosqlite:///{database}",
-    )
-    try:
-        async with AsyncExitStack() as stack:
-            a = await stack.enter_async_context(open_core(settings, replica="a"))
-            b = await stack.enter_async_context(open_core(settings, replica="b"))
-            thread = await new_thread(a)
-            run = await a.runs.create(
-                ALICE, thread, RunRequest("agent", input=human("go"), stream_modes=("messages",))
-            )
-            seen: list[str] = []
-            async for event in b.runs.stream(ALICE, thread, run.run_id):
-                seen.append(event.event)
-                if event.event == "messages":
-                    break
-            assert seen[0] == "metadata" and seen[-1] == "messages"
-            stopped = await b.runs.cancel(ALICE, thread, run.run_id, wait=True)
-            assert stopped is not None and stopped.status == "interrupted"
-            assert await a.runs.store.active(thread) is None
-    finally:
-        delete_prefix(url, prefix)
+    async with two_replicas(tmp_path, upstream, "runs-replicas") as (a, b):
+        thread = await new_thread(a)
+        run = await a.runs.create(
+            ALICE, thread, RunRequest("agent", input=human("go"), stream_modes=("messages",))
+        )
+        seen: list[str] = []
+        async for event in b.runs.stream(ALICE, thread, run.run_id):
+            seen.append(event.event)
+            if event.event == "messages":
+                break
+        assert seen[0] == "metadata" and seen[-1] == "messages"
+        stopped = await b.runs.cancel(ALICE, thread, run.run_id, wait=True)
+        assert stopped is not None and stopped.status == "interrupted"
+        assert await a.runs.store.active(thread) is None
 
 
 async def test_runs_reserve_the_daily_budget_before_any_model_call(
@@ -318,41 +327,26 @@ async def test_a_wait_on_the_executing_replica_answers_as_one_on_another(
 ) -> None:
     """Replica a executes; its own wait answers from memory, b's reads the log and the
     store: the same values, the same `__error__`, and a stranger still gets a 404."""
-    url = require_redis()
-    prefix = unique_prefix("runs-wait")
     upstream.reset()
-    database = tmp_path / "shared.db"
-    settings = core_settings(
-        tmp_path,
-        upstream,
-        redis_url=url,
-        redis_key_prefix=prefix,
-        database_url=f"sqlite+aiosqlite:///{database}",
-    )
-    try:
-        async with AsyncExitStack() as stack:
-            a = await stack.enter_async_context(open_core(settings, replica="a"))
-            b = await stack.enter_async_context(open_core(settings, replica="b"))
-            upstream.always(MODEL, text("both see this", first_token_latency=0.3))
-            thread = await new_thread(a)
-            run = await a.runs.create(ALICE, thread, RunRequest("agent", input=human("go")))
-            with pytest.raises(RunNotFound):
-                await a.runs.wait(BOB, thread, run.run_id)
-            here, there = await asyncio.gather(
-                a.runs.wait(ALICE, thread, run.run_id), b.runs.wait(ALICE, thread, run.run_id)
-            )
-            assert here == there and here["messages"][-1]["content"] == "both see this"
+    async with two_replicas(tmp_path, upstream, "runs-wait") as (a, b):
+        upstream.always(MODEL, text("both see this", first_token_latency=0.3))
+        thread = await new_thread(a)
+        run = await a.runs.create(ALICE, thread, RunRequest("agent", input=human("go")))
+        with pytest.raises(RunNotFound):
+            await a.runs.wait(BOB, thread, run.run_id)
+        here, there = await asyncio.gather(
+            a.runs.wait(ALICE, thread, run.run_id), b.runs.wait(ALICE, thread, run.run_id)
+        )
+        assert here == there and here["messages"][-1]["content"] == "both see this"
 
-            upstream.always(MODEL, fail("server_error", status=500))
-            failing = await a.runs.create(ALICE, thread, RunRequest("agent", input=human("no")))
-            here, there = await asyncio.gather(
-                a.runs.wait(ALICE, thread, failing.run_id),
-                b.runs.wait(ALICE, thread, failing.run_id),
-            )
-            assert here == there and set(here) == {"__error__"}
-            assert (
-                here["__error__"]["error"]
-                == (await b.runs.get(ALICE, thread, failing.run_id)).error["error"]
-            )
-    finally:
-        delete_prefix(url, prefix)
+        upstream.always(MODEL, fail("server_error", status=500))
+        failing = await a.runs.create(ALICE, thread, RunRequest("agent", input=human("no")))
+        here, there = await asyncio.gather(
+            a.runs.wait(ALICE, thread, failing.run_id),
+            b.runs.wait(ALICE, thread, failing.run_id),
+        )
+        assert here == there and set(here) == {"__error__"}
+        assert (
+            here["__error__"]["error"]
+            == (await b.runs.get(ALICE, thread, failing.run_id)).error["error"]
+        )

@@ -74,8 +74,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent_server.persistence import group_commit
 from agent_server.persistence.deferred_writes import deferral
-from agent_server.persistence.group_commit import DEFER_SECONDS
 from agent_server.persistence.redis_keys import (
     COPY_IN,
     COPY_OUT,
@@ -551,7 +551,7 @@ class AsyncRedisSaver(BaseCheckpointSaver[str]):
         queue.commands.append((script, keys, args))
         if queue.timer is None:
             queue.timer = asyncio.get_running_loop().call_later(
-                DEFER_SECONDS, self._expire, str(thread_id), queue
+                group_commit.DEFER_SECONDS, self._expire, str(thread_id), queue
             )
 
     def _expire(self, thread_id: str, queue: _Deferred) -> None:

@@ -696,26 +696,26 @@ class Runs:
     async def wait(self, principal: str, thread_id: str, run_id: str) -> dict[str, Any]:
         """Block until the run ends; its final values (`__interrupt__` when paused,
         `__error__` when it failed)."""
-        execution = self._running.get(run_id)
-        if execution is not None and (execution.thread_id, execution.owner) == (
-            thread_id,
-            principal,
-        ):
+        local = self._running.get(run_id)
+        if local is not None and (local.thread_id, local.owner) != (thread_id, principal):
+            local = None  # not the caller's: the store path answers 404
+        if local is not None:
             # Executing here: its outcome is in memory, so the log and the store need
             # not be read back (five Redis round trips a `runs.wait`). Anything but a
             # plain success or failure (a cancel, a rollback) reads the store as below.
-            await execution.ended.wait()
-            if execution.action is None and execution.status == "success":
-                return execution.result or {}
-            if execution.action is None and execution.status == "error":
-                return {"__error__": execution.error or {"error": "Error", "message": "run failed"}}
+            await local.ended.wait()
+        if local is not None and local.action is None and local.status in ("success", "error"):
+            status, error, result = local.status, local.error, local.result
         else:
-            async for _ in self.stream(principal, thread_id, run_id):
-                pass
-        record = await self.get(principal, thread_id, run_id)
-        if record.status == "error":
-            return {"__error__": record.error or {"error": "Error", "message": "run failed"}}
-        return await self._store.result(thread_id, run_id) or {}
+            if local is None:
+                async for _ in self.stream(principal, thread_id, run_id):
+                    pass
+            record = await self.get(principal, thread_id, run_id)
+            status, error = record.status, record.error
+            result = None if status == "error" else await self._store.result(thread_id, run_id)
+        if status == "error":
+            return {"__error__": error or {"error": "Error", "message": "run failed"}}
+        return result or {}
 
     # --- cancel ------------------------------------------------------------------
 
