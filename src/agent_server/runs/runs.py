@@ -19,7 +19,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import Any, Literal
 
@@ -90,7 +90,10 @@ class RunRequest:
     durability: Literal["sync", "async", "exit"] | None = None
 
     def to_kwargs(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
+        """The request as plain data for the run record: field by field, because
+        `dataclasses.asdict` deep-copies `input` and `context` only for `jsonable`
+        to walk them again (~0.2 ms a run)."""
+        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> RunRequest:
@@ -381,11 +384,13 @@ class Runs:
     async def _ensure_thread(
         self, principal: str, thread_id: str, request: RunRequest, stamp: dict[str, Any]
     ) -> SessionInfo:
-        row = await self._transcript.get_session(thread_id, principal)
-        if row is not None:
-            return row
         if request.if_not_exists != "create":
-            raise ThreadNotFound(thread_id)
+            row = await self._transcript.get_session(thread_id, principal)
+            if row is None:
+                raise ThreadNotFound(thread_id)
+            return row
+        # One statement's round trip either way: the insert is a no-op on a thread
+        # that exists (RemoteGraph sends `create` on every run) and returns its row.
         row, _ = await self._transcript.create_thread(principal, thread_id, stamp)
         if row is None:  # another principal's id: not theirs to learn about
             raise ThreadNotFound(thread_id)
