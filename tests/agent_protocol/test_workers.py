@@ -156,6 +156,15 @@ async def test_both_workers_serve_the_one_port(served: tuple[ServerProcess, Path
         if all(count > 0 for count in per_worker.values()):
             break
     assert all(count > 0 for count in per_worker.values()), per_worker
+    # A worker counts a request once its response has gone out, so the last few
+    # may land just after the client read them: wait for every answered one.
+    deadline = time.monotonic() + 10
+    while sum(per_worker.values()) < answered and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        per_worker = {
+            pid: samples_of(metrics, pid, "agent_http_requests_total", route=WAIT_ROUTE)
+            for pid in workers
+        }
     async with httpx.AsyncClient(headers={"x-api-key": ALICE}, timeout=10) as http:
         exposition = (await http.get(f"{server.url}/metrics")).text
     # every worker's samples in one scrape, whichever worker answered it
