@@ -19,6 +19,7 @@ c=1 ≤ 1.1x REST's p50; runs/s ≥ 100x `langgraph dev`'s at c=1, ≥ 2x at c=5
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ SDK_CLIENTS = ("runs.wait", "runs.stream", "runs.wait exit")
 `async` (a checkpoint after every step, as the reference does) where REST checkpoints
 once at the end (`CHECKPOINT_DURABILITY=exit`); the row says how much of the gap to
 REST that choice is. Informative only: the targets are on the default."""
+ONE_REQUEST_CLIENTS = ("runs.wait 1req", "runs.wait 1req exit")
+"""`runs.wait` alone, one request a run as REST's new-session turn is: the run makes its
+thread (`if_not_exists="create"` on a client-made id, as RemoteGraph sends every run),
+at the default durability and at `exit` (REST's). Measured at c=1 only: they split the
+c=1 gap to REST into the second request, the per-step checkpoints and the rest."""
 SDK_TIMEOUT_SECONDS = 120.0
 INPUT = {"messages": [{"role": "user", "content": MESSAGE}]}
 
@@ -74,15 +80,19 @@ def _has_text(data: Any) -> bool:
     return False
 
 
-def wait_turn(client: Any, durability: str | None = None) -> TurnFn:
-    extra = {"durability": durability} if durability else {}
+def wait_turn(client: Any, durability: str | None = None, *, one_request: bool = False) -> TurnFn:
+    extra: dict[str, Any] = {"durability": durability} if durability else {}
 
     async def turn(_session: str | None) -> str:
-        thread = await client.threads.create()
-        values = await client.runs.wait(thread["thread_id"], ASSISTANT, input=INPUT, **extra)
+        if one_request:
+            thread_id = str(uuid.uuid4())
+            extra["if_not_exists"] = "create"
+        else:
+            thread_id = (await client.threads.create())["thread_id"]
+        values = await client.runs.wait(thread_id, ASSISTANT, input=INPUT, **extra)
         if (answer := answer_of(values)) != EXPECTED:
             raise RuntimeError(f"unexpected answer {answer!r}")
-        return str(thread["thread_id"])
+        return str(thread_id)
 
     return turn
 
@@ -165,7 +175,11 @@ async def measure_sdk(
             try:
                 stream = StreamTurns(client) if name == "runs.stream" else None
                 durability = "exit" if name.endswith(" exit") else None
-                turn: TurnFn = stream if stream is not None else wait_turn(client, durability)
+                turn: TurnFn = (
+                    stream
+                    if stream is not None
+                    else wait_turn(client, durability, one_request="1req" in name)
+                )
                 await drive(
                     turn,
                     concurrency=concurrency,
@@ -238,7 +252,10 @@ def run(
                     for c in concurrencies:
                         kwargs = {"concurrencies": [c], "duration": duration, "warmup": warmup}
                         rows += await measure_rest(server, **kwargs)
-                        rows += await measure_sdk(server, target="agent-server", **kwargs)
+                        clients = SDK_CLIENTS + (ONE_REQUEST_CLIENTS if c == 1 else ())
+                        rows += await measure_sdk(
+                            server, target="agent-server", clients=clients, **kwargs
+                        )
                     return rows
 
                 facts["rows"] = run_async(measure())
@@ -247,16 +264,26 @@ def run(
         result["variants"][variant] = facts
     if peer:
         with servers.langgraph_dev(log_dir) as dev:
+            peer_kwargs = {"duration": max(duration, 2.0), "warmup": warmup}
             rows = run_async(
                 measure_sdk(
                     dev,
                     target="langgraph dev",
                     clients=("runs.wait", "runs.stream"),
                     concurrencies=concurrencies,
-                    duration=max(duration, 2.0),
-                    warmup=warmup,
+                    **peer_kwargs,
                 )
             )
+            if 1 in concurrencies:  # the one-request runs, as ours are measured
+                rows += run_async(
+                    measure_sdk(
+                        dev,
+                        target="langgraph dev",
+                        clients=ONE_REQUEST_CLIENTS[:1],
+                        concurrencies=[1],
+                        **peer_kwargs,
+                    )
+                )
             result["langgraph_dev"] = {"config": dev.config, "rows": rows}
     else:
         result["langgraph_dev"] = {"skipped": "not asked for (--peer)"}

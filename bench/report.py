@@ -143,6 +143,16 @@ def _ap_row(rows: list[dict[str, Any]], client: str, c: int) -> dict[str, Any] |
     return None
 
 
+AP_CLIENT_KEYS = (
+    ("runs.wait", "wait"),
+    ("runs.stream", "stream"),
+    ("runs.wait exit", "wait_exit"),
+    ("runs.wait 1req", "wait1"),
+    ("runs.wait 1req exit", "wait1_exit"),
+)
+"""The section's SDK rows (`bench.agent_protocol`) and their keys in `ap_ratios`."""
+
+
 def ap_ratios(ap: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """Per variant of our server, the Agent Protocol section's same-run ratios: p50s
     over the REST turn's at c=1, runs/s over `langgraph dev`'s (None: not measured)."""
@@ -154,11 +164,13 @@ def ap_ratios(ap: dict[str, Any]) -> dict[str, dict[str, float | None]]:
             continue
         ratios: dict[str, float | None] = {}
         rest = _ap_row(rows, "rest", 1)
-        for client, key in (("runs.wait", "wait"), ("runs.stream", "stream")):
+        for client, key in AP_CLIENT_KEYS:
             mine = _ap_row(rows, client, 1)
             ratios[f"{key}_p50_over_rest_c1"] = (
                 mine["p50_ms"] / rest["p50_ms"] if mine and rest and rest["p50_ms"] else None
             )
+            if key not in ("wait", "stream", "wait1"):
+                continue  # `exit` rows: beside REST only (`langgraph dev` has no such row)
             for c in sorted({r["concurrency"] for r in rows}):
                 mine, theirs = _ap_row(rows, client, c), _ap_row(dev, client, c)
                 ratios[f"{key}_runs_per_s_over_langgraph_dev_c{c}"] = (
@@ -171,29 +183,33 @@ def ap_ratios(ap: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 
 
 def _ap_targets(ap: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets on `threads.create` + `runs.wait` (how Studio and Agent Chat UI
+    start a conversation) and on the one-request `runs.wait` (the run makes the
+    thread, as REST's new-session turn and RemoteGraph do)."""
     out: list[dict[str, Any]] = []
     limit = TARGETS["ap_wait_p50_c1_vs_rest"]
     for variant, ratios in ap_ratios(ap).items():
-        value = ratios.get("wait_p50_over_rest_c1")
-        if value is not None:
-            out.append(
-                {
-                    "target": f"`runs.wait` p50, c=1, {variant}: ≤ {limit:g}x the REST turn's",
-                    "value": f"{value:.2f}x",
-                    "met": value <= limit,
-                }
-            )
-        for c, key in ((1, "ap_vs_langgraph_dev_c1"), (50, "ap_vs_langgraph_dev_c50")):
-            value = ratios.get(f"wait_runs_per_s_over_langgraph_dev_c{c}")
+        for key, what in (("wait", "`runs.wait`"), ("wait1", "`runs.wait` (one request)")):
+            value = ratios.get(f"{key}_p50_over_rest_c1")
             if value is not None:
                 out.append(
                     {
-                        "target": f"`runs.wait` runs/s, c={c}, {variant}: "
-                        f"≥ {TARGETS[key]:g}x `langgraph dev`",
-                        "value": f"{value:.1f}x",
-                        "met": value >= TARGETS[key],
+                        "target": f"{what} p50, c=1, {variant}: ≤ {limit:g}x the REST turn's",
+                        "value": f"{value:.2f}x",
+                        "met": value <= limit,
                     }
                 )
+            for c, target in ((1, "ap_vs_langgraph_dev_c1"), (50, "ap_vs_langgraph_dev_c50")):
+                value = ratios.get(f"{key}_runs_per_s_over_langgraph_dev_c{c}")
+                if value is not None:
+                    out.append(
+                        {
+                            "target": f"{what} runs/s, c={c}, {variant}: "
+                            f"≥ {TARGETS[target]:g}x `langgraph dev`",
+                            "value": f"{value:.1f}x",
+                            "met": value >= TARGETS[target],
+                        }
+                    )
     return out
 
 

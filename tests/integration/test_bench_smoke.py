@@ -73,10 +73,18 @@ def test_quick_bench_runs_every_section(tmp_path: Path) -> None:
     assert set(ap) == {"embedded", "redis", "redis_workers"}
     for variant in ap.values():
         rows = variant["rows"]
-        assert {r["client"] for r in rows} == {"rest", "runs.wait", "runs.stream", "runs.wait exit"}
+        assert {r["client"] for r in rows} == {
+            "rest",
+            "runs.wait",
+            "runs.stream",
+            "runs.wait exit",
+            "runs.wait 1req",
+            "runs.wait 1req exit",
+        }
         assert all(r["turns"] > 0 and r["errors"] == 0 for r in rows), rows
         assert all(r["first_message"]["samples"] > 0 for r in rows if r["client"] == "runs.stream")
     assert summary["ap"]["ratios"]["embedded"]["wait_p50_over_rest_c1"] > 0
+    assert summary["ap"]["ratios"]["embedded"]["wait1_exit_p50_over_rest_c1"] > 0
     assert [t for t in summary["targets"] if t["met"] is None and t["value"] is not None] == []
     assert (tmp_path / "summary.png").stat().st_size > 10_000
     assert "| target | measured | met |" in done.stdout

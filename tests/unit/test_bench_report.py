@@ -77,12 +77,18 @@ def test_agent_protocol_targets_are_same_run_ratios() -> None:
                     _ap_row("runs.wait", 1, 50.0, 17.0),
                     _ap_row("runs.stream", 1, 40.0, 20.0),
                     _ap_row("runs.wait", 50, 60.0, 800.0),
+                    _ap_row("runs.wait 1req", 1, 80.0, 12.0),
+                    _ap_row("runs.wait 1req exit", 1, 90.0, 8.0),
                 ]
             },
             "redis": {"skipped": "Redis unreachable"},
         },
         "langgraph_dev": {
-            "rows": [_ap_row("runs.wait", 1, 1.0, 1000.0), _ap_row("runs.wait", 50, 40.0, 1200.0)]
+            "rows": [
+                _ap_row("runs.wait", 1, 1.0, 1000.0),
+                _ap_row("runs.wait", 50, 40.0, 1200.0),
+                _ap_row("runs.wait 1req", 1, 0.5, 1000.0),
+            ]
         },
     }
     ratios = report.ap_ratios(ap)
@@ -97,6 +103,13 @@ def test_agent_protocol_targets_are_same_run_ratios() -> None:
     }
     assert rows["`runs.wait` runs/s, c=1, embedded: ≥ 100x `langgraph dev`"]["met"] is False
     assert rows["`runs.wait` runs/s, c=50, embedded: ≥ 2x `langgraph dev`"]["value"] == "1.5x"
+    # The one-request rows: their own targets, beside REST and `langgraph dev`'s same row.
+    assert ratios["embedded"]["wait1_exit_p50_over_rest_c1"] == 8.0 / 16.0
+    one = "`runs.wait` (one request)"
+    assert rows[f"{one} p50, c=1, embedded: ≤ 1.1x the REST turn's"]["value"] == "0.75x"
+    assert rows[f"{one} runs/s, c=1, embedded: ≥ 100x `langgraph dev`"]["value"] == "160.0x"
+    assert rows[f"{one} runs/s, c=1, embedded: ≥ 100x `langgraph dev`"]["met"] is True
+    assert not any("exit" in target for target in rows)
     text = report.markdown({"ap": ap})
     assert "| agent-server, redis | skipped: Redis unreachable |" in text
     assert "| agent-server, embedded | runs.wait | 50 | 60.0 | 800.0 |" in text
