@@ -82,11 +82,12 @@ def _has_text(data: Any) -> bool:
 
 def wait_turn(client: Any, durability: str | None = None, *, one_request: bool = False) -> TurnFn:
     extra: dict[str, Any] = {"durability": durability} if durability else {}
+    if one_request:
+        extra["if_not_exists"] = "create"
 
     async def turn(_session: str | None) -> str:
         if one_request:
             thread_id = str(uuid.uuid4())
-            extra["if_not_exists"] = "create"
         else:
             thread_id = (await client.threads.create())["thread_id"]
         values = await client.runs.wait(thread_id, ASSISTANT, input=INPUT, **extra)

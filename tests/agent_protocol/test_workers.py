@@ -144,15 +144,19 @@ async def one_run(url: str) -> str:
 async def test_both_workers_serve_the_one_port(served: tuple[ServerProcess, Path]) -> None:
     server, metrics = served
     workers = wait_for_workers(server.process.pid, 2)
+
+    def counts() -> dict[int, float]:
+        return {
+            pid: samples_of(metrics, pid, "agent_http_requests_total", route=WAIT_ROUTE)
+            for pid in workers
+        }
+
     answered = 0
     for _ in range(5):  # which worker accepts is the kernel's choice: give both a chance
         replies = await asyncio.gather(*(one_run(server.url) for _ in range(12)))
         assert replies == [FAST_REPLY] * 12
         answered += 12
-        per_worker = {
-            pid: samples_of(metrics, pid, "agent_http_requests_total", route=WAIT_ROUTE)
-            for pid in workers
-        }
+        per_worker = counts()
         if all(count > 0 for count in per_worker.values()):
             break
     assert all(count > 0 for count in per_worker.values()), per_worker
@@ -161,10 +165,7 @@ async def test_both_workers_serve_the_one_port(served: tuple[ServerProcess, Path
     deadline = time.monotonic() + 10
     while sum(per_worker.values()) < answered and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-        per_worker = {
-            pid: samples_of(metrics, pid, "agent_http_requests_total", route=WAIT_ROUTE)
-            for pid in workers
-        }
+        per_worker = counts()
     async with httpx.AsyncClient(headers={"x-api-key": ALICE}, timeout=10) as http:
         exposition = (await http.get(f"{server.url}/metrics")).text
     # every worker's samples in one scrape, whichever worker answered it
